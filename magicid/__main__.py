@@ -1,0 +1,3 @@
+from magicid.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Typed settings. Defaults are the paper's (MagicID, "Implement Details")."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+PAPER_STEPS = 30
+PAPER_GUIDANCE = 5.0
+PAPER_SMALL_FACE_PX = 100
+PROFILES = ("tiny", "hub", "magicid")
+
+
+@dataclass
+class GenerationConfig:
+    """One call of the generator."""
+
+    prompt: str = ""
+    negative_prompt: str = "lowres, bad anatomy, blurry, deformed face, watermark"
+    steps: int = PAPER_STEPS
+    guidance_scale: float = PAPER_GUIDANCE
+    id_scale: float = 1.0
+    controlnet_scale: float = 1.0
+    width: int = 512
+    height: int = 512
+    seed: int = 0
+    num_images: int = 1
+    restore_small_faces: bool | None = None  # None: on when faces will be small (full-body sizes)
+
+
+@dataclass
+class DIIRConfig:
+    """DDIM Inversion based ID Restoration (Alg. 2)."""
+
+    threshold_px: int = PAPER_SMALL_FACE_PX  # restore faces whose box is below threshold x threshold
+    steps: int = PAPER_STEPS
+    id_scale: float = 1.0
+    controlnet_scale: float = 1.0
+    guidance_scale: float = 1.0  # fidelity to the cached features matters more than prompt adherence here
+    crop_margin: float = 0.6  # crop = face box grown by this fraction on each side
+    fuse_latents: bool = True  # MGFF on Z_t (Alg. 2, line 7)
+    fuse_self_attention: bool = True  # MGFF on self-attention features (Alg. 2, line 5)
+    mask_blur_px: int = 7
+    seed: int = 0
+
+
+@dataclass
+class ProfileConfig:
+    """Which weights to load. Every id can be overridden by env var (MAGICID_<FIELD>) or CLI flag."""
+
+    name: str = "tiny"
+    base_model: str = "SG161222/Realistic_Vision_V4.0_noVAE"
+    vae: str | None = "stabilityai/sd-vae-ft-mse"
+    openpose_controlnet: str = "lllyasviel/control_v11p_sd15_openpose"
+    landmark_controlnet: str = "CrucibleAI/ControlNetMediaPipeFace"
+    landmark_controlnet_subfolder: str | None = "diffusion_sd15"
+    ip_adapter_repo: str = "h94/IP-Adapter-FaceID"
+    ip_adapter_weight: str = "ip-adapter-faceid-plusv2_sd15.bin"
+    image_encoder: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+    magicid_weights: str | None = None  # local folder or hub repo written by train/
+    insightface_root: str | None = None  # folder holding models/antelopev2 or models/buffalo_l
+    device: str | None = None  # None: cuda if available, else cpu
+    dtype: str | None = None  # None: float16 on cuda, float32 on cpu
+
+    @classmethod
+    def from_env(cls, name: str | None = None, **overrides) -> ProfileConfig:
+        """Profile `name` (default: env MAGICID_PROFILE, else `tiny`) with MAGICID_* env overrides applied."""
+        config = cls(name=name or os.environ.get("MAGICID_PROFILE", "tiny"))
+        for key in config.__dataclass_fields__:
+            value = os.environ.get(f"MAGICID_{key.upper()}")
+            if value is not None and key != "name":
+                setattr(config, key, value)
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(config, key, value)
+        if config.name not in PROFILES:
+            raise ValueError(f"Unknown profile {config.name!r}; choose one of {', '.join(PROFILES)}.")
+        return config
+
+
+@dataclass
+class Limits:
+    """Input limits that keep one user's request from taking the machine down."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 50_000_000  # larger images are refused; Pillow's own bomb check is at ~89M
+    detection_max_side: int = 1280  # images are downscaled to this for detection, coordinates mapped back
+    min_image_side: int = 32
+    max_identities: int = 6
+    size_choices: tuple[tuple[int, int], ...] = field(
+        default=((512, 512), (512, 768), (768, 512), (768, 768), (768, 1024), (1024, 768))
+    )

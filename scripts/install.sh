@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sets up .venv with everything MagicID needs, offline-capable models included.
+# --dev adds the test tools and Debian's chromium, which the browser tests drive through Playwright.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=false
+[ "${1:-}" = "--dev" ] && dev=true
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+"${pip[@]}" -r requirements.txt
+"${pip[@]}" --no-deps -r requirements-nodeps.txt
+
+if $dev; then
+  "${pip[@]}" -r requirements-dev.txt
+  if ! command -v chromium >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+echo "MagicID environment ready in .venv"
