@@ -26,6 +26,7 @@ class GenerationConfig:
     seed: int = 0
     num_images: int = 1
     restore_small_faces: bool | None = None  # None: on when faces will be small (full-body sizes)
+    restore_threshold_px: int = PAPER_SMALL_FACE_PX  # DIIR restores faces smaller than this (px)
 
 
 @dataclass
@@ -42,6 +43,13 @@ class DIIRConfig:
     fuse_self_attention: bool = True  # MGFF on self-attention features (Alg. 2, line 5)
     mask_blur_px: int = 7
     seed: int = 0
+    resolution: int | None = None  # side of the face crop fed to the model; None: the model's native size (512)
+    prompt: str = "a detailed photo of a person's face"
+    negative_prompt: str = "blurry, deformed face, lowres"  # used only when guidance_scale > 1
+    inversion_refine_iters: int = 0  # fixed-point refinements per DDIM-inversion step (exact round trip, costlier)
+    invert_with_landmarks: bool = False  # also feed the landmark ControlNet during inversion (about +35% compute)
+    paste_dilate_px: int = 4  # the paste-back mask is the face mask grown by this (in image pixels), then feathered
+    batch_size: int | None = None  # faces per model call; None: all faces of the image at once
 
 
 @dataclass
@@ -87,6 +95,10 @@ class Limits:
     detection_max_side: int = 1280  # images are downscaled to this for detection, coordinates mapped back
     min_image_side: int = 32
     max_identities: int = 6
+    min_output_side: int = 512  # generated images: each side a multiple of 8 in [min_output_side, max_output_side]
+    max_output_side: int = 1024
+    max_steps: int = 150
+    max_images_per_call: int = 8
     size_choices: tuple[tuple[int, int], ...] = field(
         default=((512, 512), (512, 768), (768, 512), (768, 768), (768, 1024), (1024, 768))
     )

@@ -19,3 +19,11 @@ class MissingWeightsError(MagicIDError):
 
 class LayoutError(MagicIDError):
     """A layout that cannot be generated: an identity without a person, a person off the canvas, ..."""
+
+
+class TrainingDataError(MagicIDError):
+    """A training data folder or config that cannot be used (missing, empty, or built with another face model)."""
+
+
+class InvalidSettingError(MagicIDError):
+    """A generation setting outside what the model supports (size, steps, scales, number of identities)."""

@@ -1,0 +1,78 @@
+"""MagicID web app (Gradio; Hugging Face Spaces entry point). Composition only: settings, engine, widgets, queue.
+
+Environment:
+    MAGICID_PROFILE       tiny (default: miniature offline model) | hub | magicid; MAGICID_* overrides weights
+    MAGICID_MAX_IMAGES    images per request (default 4)
+    MAGICID_QUEUE_SIZE    requests waiting at most; later ones are told the app is busy (default 16)
+    GRADIO_SERVER_NAME / GRADIO_SERVER_PORT   where to listen (Gradio's own variables)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from magicid.config import Limits, ProfileConfig
+from ui.blocks import CSS, AppSettings, build_app
+from ui.handlers import AppHandlers
+
+try:  # ZeroGPU on Hugging Face Spaces; the decorator is effect-free elsewhere, and the package is optional
+    import spaces
+except ImportError:
+    spaces = None
+
+GENERATE_GPU_SECONDS = 120
+RESTORE_GPU_SECONDS = 90
+ENCODE_GPU_SECONDS = 20
+
+
+@dataclass
+class Settings:
+    profile: str = "tiny"
+    max_images: int = 4
+    queue_size: int = 16
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            profile=os.environ.get("MAGICID_PROFILE", "tiny"),
+            max_images=int(os.environ.get("MAGICID_MAX_IMAGES", os.environ.get("MAX_IMAGES", 4))),
+            queue_size=int(os.environ.get("MAGICID_QUEUE_SIZE", 16)),
+        )
+
+
+def on_gpu(function, seconds: int):
+    """`function` under `@spaces.GPU(duration=seconds)` when the `spaces` package is installed."""
+    return spaces.GPU(duration=seconds)(function) if spaces is not None else function
+
+
+def create_app(engine, settings: Settings | None = None) -> gr.Blocks:
+    """The app over `engine` (a `magicid.engine.MagicID` or anything with its interface)."""
+    settings = settings or Settings()
+    handlers = AppHandlers(engine, settings.limits)
+    handlers.generate = on_gpu(handlers.generate, GENERATE_GPU_SECONDS)
+    handlers.restore = on_gpu(handlers.restore, RESTORE_GPU_SECONDS)
+    handlers.encode_identity = on_gpu(handlers.encode_identity, ENCODE_GPU_SECONDS)
+    app_settings = AppSettings(max_images=settings.max_images, limits=settings.limits)
+    return build_app(handlers, engine.banner(), engine.is_miniature, app_settings)
+
+
+def launch_options(settings: Settings) -> dict:
+    """`launch()` keywords: the upload size limit (pixel limits are checked when images are read)."""
+    return {"max_file_size": settings.limits.max_upload_bytes, "show_error": True, "css": CSS, "theme": gr.themes.Soft()}
+
+
+def main() -> None:
+    from magicid.engine import MagicID
+
+    settings = Settings.from_env()
+    engine = MagicID.from_profile(ProfileConfig.from_env(settings.profile))
+    demo = create_app(engine, settings)
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=1).launch(**launch_options(settings))
+
+
+if __name__ == "__main__":
+    main()

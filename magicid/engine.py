@@ -1,0 +1,253 @@
+"""`MagicID`: the one facade the CLI and the app call (profile -> identities -> layout -> image -> report).
+
+Models load on first use (`MagicID.from_profile` loads nothing) and stay cached on the instance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import PIL.Image
+import torch
+
+from magicid.config import DIIRConfig, GenerationConfig, Limits, ProfileConfig
+from magicid.errors import InvalidSettingError, MagicIDError
+from magicid.identity import Identity, IdentityEncoder
+from magicid.pipeline import MagicIDPipeline
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+MASK_COLOURS = np.array([(255, 80, 80), (80, 160, 255), (90, 220, 90), (250, 200, 60), (200, 90, 230), (60, 220, 220)])
+DEFAULT_TEMPLATE = "half-body"
+_LOADED: dict[str, tuple[MagicIDPipeline, IdentityEncoder]] = {}  # per process, keyed by the profile config
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass
+class GenerationResult:
+    images: list[PIL.Image.Image]
+    debug_images: list[tuple[PIL.Image.Image, str]] = field(default_factory=list)
+    report: list = field(default_factory=list)  # magicid.facesim.FaceMatch per identity (per image, in order)
+    messages: list[str] = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
+
+
+class MagicID:
+    """Identity-faithful portraits and group photos with one model profile (tiny / hub / magicid)."""
+
+    def __init__(self, profile: ProfileConfig, limits: Limits | None = None, embedder=None):
+        self.profile = profile
+        self.limits = limits or Limits()
+        self._embedder = embedder
+        self._models: tuple[MagicIDPipeline, IdentityEncoder] | None = None
+
+    @classmethod
+    def from_profile(cls, profile: str | ProfileConfig = "tiny", **kwargs) -> MagicID:
+        """An engine for `profile` (a name, with MAGICID_* env overrides, or a full config). Loads nothing yet."""
+        if isinstance(profile, str):
+            try:
+                profile = ProfileConfig.from_env(profile)
+            except ValueError as error:
+                raise InvalidSettingError(str(error)) from error
+        return cls(profile, **kwargs)
+
+    @property
+    def is_miniature(self) -> bool:
+        return self.profile.name == "tiny"
+
+    def banner(self) -> str:
+        """One paragraph saying which model runs (and, for tiny, that its outputs are not photographs)."""
+        from magicid.profiles import TINY_NOTICE
+
+        if self.is_miniature:
+            return TINY_NOTICE
+        if self.profile.name == "hub":
+            return (
+                f"hub profile: {self.profile.base_model} + OpenPose ControlNet + IP-Adapter-FaceID-PlusV2 "
+                "(public weights; identity through the IP-Adapter, the paper's baseline, not MagicID's own weights)."
+            )
+        return f"magicid profile: MagicID weights from {self.profile.magicid_weights} on {self.profile.base_model}."
+
+    # --- models ---------------------------------------------------------------------------------------------
+
+    def _load(self) -> tuple[MagicIDPipeline, IdentityEncoder]:
+        """The profile's models, loaded once per process (an injected embedder gets its own copy)."""
+        from magicid.profiles import load_profile
+
+        with _LOAD_LOCK:
+            if self._models is None:
+                key = repr(self.profile)
+                if self._embedder is not None:
+                    self._models = load_profile(self.profile, embedder=self._embedder)
+                elif key in _LOADED:
+                    self._models = _LOADED[key]
+                else:
+                    self._models = _LOADED[key] = load_profile(self.profile)
+                self._models[0].set_progress_bar_config(disable=True)
+            return self._models
+
+    @property
+    def pipeline(self) -> MagicIDPipeline:
+        return self._load()[0]
+
+    @property
+    def identity_encoder(self) -> IdentityEncoder:
+        return self._load()[1]
+
+    # --- use cases ------------------------------------------------------------------------------------------
+
+    def encode_identity(self, photos: list, name: str = "") -> Identity:
+        """One identity from 1..8 photos of the same person (raises `NoFaceError` naming a photo without a face)."""
+        return self.identity_encoder.encode(photos, name=name)
+
+    def generate(
+        self,
+        config: GenerationConfig,
+        identities: list[Identity],
+        layout=None,
+        progress: Progress | None = None,
+    ) -> GenerationResult:
+        """Generate `config.num_images` pictures of `identities` placed by `layout` (default: half-body template)."""
+        from magicid.group import group_conditions
+
+        validate_generation(config, len(identities), self.limits)
+        layout = layout or _default_layout(len(identities), config.width, config.height)
+        conditions = group_conditions(layout, len(identities), config.width, config.height)
+        pipe, encoder = self._load()
+        id_tokens = encoder.id_tokens(identities)
+        masks = conditions.id_masks if len(identities) > 1 else None  # one identity: Eq. 1, no mask needed
+        output = pipe(
+            prompt=config.prompt,
+            image=conditions.control_image,
+            negative_prompt=config.negative_prompt or None,
+            id_embeds=id_tokens,
+            id_masks=masks,
+            id_scale=config.id_scale,
+            controlnet_conditioning_scale=config.controlnet_scale,
+            num_inference_steps=config.steps,
+            guidance_scale=config.guidance_scale,
+            width=config.width,
+            height=config.height,
+            num_images_per_prompt=config.num_images,
+            generator=torch.Generator().manual_seed(config.seed),
+            callback_on_step_end=_step_callback(progress, config.steps),
+        )
+        messages = [warning for identity in identities for warning in identity.warnings] + conditions.warnings
+        if self.is_miniature:
+            messages.insert(0, "Miniature untrained model (tiny profile): the pictures are not photographs.")
+        images, debug_images = list(output.images), _condition_debug_images(conditions)
+        restored = _should_restore(config, conditions.layout, len(identities))
+        if restored:
+            images = self._restore_all(images, identities, conditions, debug_images, messages, progress)
+        report = self._report(images, conditions.layout, identities, messages)
+        return GenerationResult(
+            images=images,
+            debug_images=debug_images,
+            report=report,
+            messages=messages,
+            parameters=self._parameters(config, identities, conditions.layout, restored),
+        )
+
+    def restore(self, image, references: list[Identity], config: DIIRConfig | None = None, progress=None):
+        """DIIR (Alg. 2) on an existing picture: restore its small faces with `references`."""
+        from magicid import diir
+
+        pipe, encoder = self._load()
+        return diir.restore(pipe, encoder, image, references, config or DIIRConfig(), progress=progress)
+
+    # --- helpers --------------------------------------------------------------------------------------------
+
+    def _restore_all(self, images, identities, conditions, debug_images, messages, progress):
+        from magicid import diir
+
+        pipe, encoder = self._load()
+        config = DIIRConfig(seed=0)
+        restored = []
+        for image in images:
+            result = diir.restore(pipe, encoder, image, identities, config, progress=progress)
+            restored.append(result.image)
+            debug_images += result.debug_images
+            messages += result.messages
+        return restored
+
+    def _report(self, images, layout, identities, messages) -> list:
+        from magicid.group import identity_report, report_lines
+
+        report, names = [], [identity.name for identity in identities]
+        for index, image in enumerate(images):
+            matches = identity_report(image, layout, identities, embedder=self.identity_encoder.embedder)
+            report += matches
+            prefix = f"image {index + 1}: " if len(images) > 1 else ""
+            messages += [prefix + line for line in report_lines(matches, names)]
+        return report
+
+    def _parameters(self, config: GenerationConfig, identities, layout, restored: bool) -> dict:
+        return {
+            **dataclasses.asdict(config),
+            "restore_small_faces": restored,
+            "profile": self.profile.name,
+            "miniature": self.is_miniature,
+            "identities": [identity.name for identity in identities],
+            "layout": layout.to_dict(),
+        }
+
+
+def validate_generation(config: GenerationConfig, num_identities: int, limits: Limits) -> None:
+    """Raise `InvalidSettingError` (one line) for settings the model cannot run."""
+    low, high = limits.min_output_side, limits.max_output_side
+    for side, value in (("width", config.width), ("height", config.height)):
+        if value % 8 or not low <= value <= high:
+            raise InvalidSettingError(f"{side} {value} is not supported: use a multiple of 8 from {low} to {high}")
+    if not 1 <= config.steps <= limits.max_steps:
+        raise InvalidSettingError(f"steps must be between 1 and {limits.max_steps}, got {config.steps}")
+    if not 1 <= config.num_images <= limits.max_images_per_call:
+        raise InvalidSettingError(f"num_images must be between 1 and {limits.max_images_per_call}")
+    if num_identities < 1:
+        raise MagicIDError("Add at least one identity (a photo of the person's face)")
+    if num_identities > limits.max_identities:
+        raise InvalidSettingError(f"{num_identities} identities given; at most {limits.max_identities} per picture")
+    if config.guidance_scale < 0 or config.id_scale < 0 or config.controlnet_scale < 0:
+        raise InvalidSettingError("guidance, ID strength and ControlNet scale must not be negative")
+
+
+def _default_layout(num_identities: int, width: int, height: int):
+    from magicid.layout import Layout
+
+    return Layout.from_template(DEFAULT_TEMPLATE, num_identities, width, height).assign_identities(num_identities)
+
+
+def _should_restore(config: GenerationConfig, layout, num_identities: int) -> bool:
+    """`restore_small_faces=None`: restore when some face region is smaller than DIIR's threshold (paper: 100 px)."""
+    if config.restore_small_faces is not None:
+        return config.restore_small_faces
+    threshold = DIIRConfig().threshold_px
+    boxes = layout.identity_boxes(num_identities)
+    return any(min(box[2] - box[0], box[3] - box[1]) < threshold for box in boxes)
+
+
+def _step_callback(progress: Progress | None, total: int):
+    if progress is None:
+        return None
+
+    def on_step(pipeline, step, timestep, tensors):
+        progress(step + 1, total)
+        return {}
+
+    return on_step
+
+
+def _condition_debug_images(conditions) -> list[tuple[PIL.Image.Image, str]]:
+    skeleton = conditions.control_image
+    images = [(skeleton, "OpenPose skeleton (ControlNet condition)")]
+    masks = np.asarray(conditions.id_masks, dtype=np.float32)
+    if len(masks):
+        overlay = np.asarray(skeleton, dtype=np.float32) * 0.5
+        for index, mask in enumerate(masks):
+            overlay += mask[..., None] * MASK_COLOURS[index % len(MASK_COLOURS)] * 0.5
+        images.append((PIL.Image.fromarray(np.clip(overlay, 0, 255).astype(np.uint8)), "face regions M_id (MGMICA)"))
+    return images

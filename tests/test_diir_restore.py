@@ -1,0 +1,172 @@
+"""DIIR end to end on real photos with the tiny profile: face finding, matching, batching, exact paste-back."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from magicid import diir
+from magicid.config import DIIRConfig
+from magicid.errors import MagicIDError
+from magicid.identity import IdentityEncoder
+from magicid.perception import get_face_embedder
+from magicid.profiles import build_tiny_pipeline
+from magicid.resampler import IDResampler
+
+FAST = DIIRConfig(steps=2, resolution=64)  # 8 x 8 latents: the algorithm, not the picture, is under test
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core box OpenMP spinning makes them ~10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_components):
+    pipe = build_tiny_pipeline(tiny_components)
+    embedder = get_face_embedder()
+    resampler = IDResampler.tiny(id_embeddings_dim=embedder.dim)
+    return pipe, IdentityEncoder(resampler, pipe.image_encoder, pipe.feature_extractor, embedder)
+
+
+@pytest.fixture(scope="module")
+def references(models, testdata):
+    _, encoder = models
+    portraits = testdata / "portraits"
+    return [
+        encoder.encode([portraits / "barack_obama" / "1.jpg"], name="Obama"),
+        encoder.encode([portraits / "angelina_jolie" / "4.jpg"], name="Jolie"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def fullbody(testdata) -> Image.Image:
+    return Image.open(testdata / "fullbody" / "family_three.jpg").convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def restored(models, references, fullbody):
+    pipe, encoder = models
+    calls = []
+    result = diir.restore(pipe, encoder, fullbody, references, FAST, progress=lambda done, total: calls.append(total))
+    return result, calls
+
+
+def _union_of_paste_masks(result: diir.RestorationResult, size: tuple[int, int]) -> np.ndarray:
+    union = np.zeros(size[::-1], dtype=np.float32)
+    for face in result.faces:
+        union = np.maximum(union, face.paste_mask_in(size))
+    return union
+
+
+def test_fullbody_photo_small_faces_are_found_and_restored(restored, fullbody):
+    result, progress_totals = restored
+    assert len(result.faces) == 3  # the three people of the photo, all below 100 px
+    assert all(face.face.size < FAST.threshold_px for face in result.faces)
+    assert {face.identity for face in result.faces} <= {"Obama", "Jolie"}
+    for face in result.faces:  # similarities are measured before (matching) and after (report)
+        assert -1 <= face.similarity_before <= 1 and -1 <= face.similarity_after <= 1
+        assert f"similarity to the reference {face.similarity_after:.2f}" in result.messages[face.index + 1]
+    assert len(result.messages) == 4 and result.messages[0].startswith("3 faces but 2 references")
+    assert progress_totals and progress_totals[-1] == len(progress_totals) == 2 * FAST.steps
+    labels = [label for _, label in result.debug_images]
+    for kind in ("crop", "landmarks", "face mask M_p", "before / after"):
+        assert sum(label.endswith(kind) for label in labels) == 3
+    assert result.image.size == fullbody.size
+
+
+def test_pixels_outside_the_paste_masks_are_byte_identical(restored, fullbody):
+    result, _ = restored
+    before, after = np.asarray(fullbody), np.asarray(result.image)
+    union = _union_of_paste_masks(result, fullbody.size)
+    assert np.array_equal(before[union == 0], after[union == 0])
+    changed = (before != after).any(axis=-1)
+    assert changed[union > 0.5].mean() > 0.5  # the faces themselves were redrawn
+    for face in result.faces:  # each paste mask stays near its face: crop margin, never the whole crop
+        assert 0 < (face.paste_mask > 0).mean() < 0.8
+
+
+def test_image_without_small_faces_comes_back_unchanged(models, references, testdata):
+    pipe, encoder = models
+    portrait = Image.open(testdata / "portraits" / "barack_obama" / "1.jpg").convert("RGB")
+    result = diir.restore(pipe, encoder, portrait, references, FAST)
+    assert result.faces == [] and result.debug_images == []
+    assert np.array_equal(np.asarray(result.image), np.asarray(portrait))
+    assert result.messages == ["No face smaller than 100 px found: the image is unchanged"]
+
+
+def test_batched_faces_equal_one_by_one(models, references, fullbody, restored):
+    pipe, encoder = models
+    faces = [face.face for face in restored[0].faces]
+    assignment = [0, 1, 0]
+    batched = diir.restore(pipe, encoder, fullbody, references, FAST, faces=faces, assignment=assignment)
+    single = DIIRConfig(steps=FAST.steps, resolution=FAST.resolution, batch_size=1)
+    one_by_one = diir.restore(pipe, encoder, fullbody, references, single, faces=faces, assignment=assignment)
+    difference = np.abs(np.asarray(batched.image, dtype=int) - np.asarray(one_by_one.image, dtype=int))
+    # batched convolutions round differently in float32; through the untrained model and uint8 rounding that
+    # leaves a few values off by a few levels (mixing up faces or identities would change thousands)
+    assert difference.max() <= 4
+    assert (difference > 0).mean() < 1e-4
+    assert [face.identity for face in batched.faces] == ["Obama", "Jolie", "Obama"]
+
+
+def test_faces_can_be_switched_off_and_bad_input_is_explained(models, references, fullbody, restored):
+    pipe, encoder = models
+    faces = [face.face for face in restored[0].faces]
+    result = diir.restore(pipe, encoder, fullbody, references, FAST, faces=faces, assignment=[None, None, None])
+    assert np.array_equal(np.asarray(result.image), np.asarray(fullbody))
+    assert result.messages == ["Every face was switched off: the image is unchanged"]
+    with pytest.raises(MagicIDError, match="one per face"):
+        diir.restore(pipe, encoder, fullbody, references, FAST, faces=faces, assignment=[0])
+    with pytest.raises(MagicIDError, match="reference 5"):
+        diir.restore(pipe, encoder, fullbody, references, FAST, faces=faces, assignment=[5, 0, 0])
+    with pytest.raises(MagicIDError, match="No reference"):
+        diir.restore(pipe, encoder, fullbody, [], FAST)
+
+
+def test_unet_processors_are_untouched_after_restoring(models, restored):
+    pipe, _ = models
+    assert not any(isinstance(p, diir.MGFFSelfAttnProcessor) for p in pipe.unet.attn_processors.values())
+
+
+def test_restore_crops_with_guidance_and_without_attention_fusion(models):
+    pipe, _ = models
+    rng = np.random.default_rng(0)
+    crops = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(2)]
+    conditions = [Image.new("RGB", (64, 64))] * 2
+    masks = np.zeros((2, 64, 64), np.float32)
+    masks[:, 16:48, 16:48] = 1
+    tokens = torch.randn(2, 4, pipe.controlnet.config.cross_attention_dim)
+    guided = DIIRConfig(steps=2, resolution=64, guidance_scale=3.0)  # the batch doubles inside the model calls
+    plain = DIIRConfig(steps=2, resolution=64, fuse_self_attention=False, fuse_latents=False)
+    conditioned = DIIRConfig(steps=2, resolution=64, invert_with_landmarks=True, inversion_refine_iters=1)
+    for config in (guided, plain, conditioned):
+        restored = diir.restore_crops(pipe, crops, conditions, masks, tokens, config)
+        assert [image.size for image in restored] == [(64, 64), (64, 64)]
+        assert not np.array_equal(np.asarray(restored[0]), np.asarray(restored[1]))
+
+
+def test_a_separate_landmark_controlnet_is_used_while_restoring(models):
+    """The hub profile's landmark ControlNet (`pipe.landmark_controlnet`) replaces the pose one during DIIR only."""
+    pipe, _ = models
+    original = pipe.controlnet
+    landmark = copy.deepcopy(original)
+    calls = []
+    landmark.register_forward_hook(lambda module, inputs, output: calls.append(1))
+    pipe.landmark_controlnet = landmark
+    try:
+        crops = [Image.new("RGB", (64, 64), (120, 90, 80))]
+        tokens = torch.randn(1, 4, original.config.cross_attention_dim)
+        diir.restore_crops(pipe, crops, crops, np.ones((1, 64, 64), np.float32), tokens, DIIRConfig(steps=2))
+    finally:
+        del pipe.landmark_controlnet
+    assert len(calls) == 2  # the denoising steps; inversion runs the UNet alone by default
+    assert pipe.controlnet is original

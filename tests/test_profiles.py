@@ -1,0 +1,191 @@
+"""Profiles: tiny checkpoints written in each profile's on-disk layout load and run; missing weights name themselves."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
+from PIL import Image
+
+from magicid.config import ProfileConfig
+from magicid.errors import MissingWeightsError
+from magicid.mgmica import IDAttnProcessor, id_attention_state_dict, install_id_attention
+from magicid.profiles import build_tiny_pipeline, load_profile, save_magicid_weights
+from magicid.resampler import IDResampler
+
+# a real file name in h94/IP-Adapter-FaceID; PlusV2 has the same keys (its shortcut needs 768 == 768 dims, while
+# the converter fixes the perceiver width to a multiple of 64 and the tiny UNet is 32 wide)
+FACEID_PLUS_FILE = "ip-adapter-faceid-plus_sd15.bin"
+
+
+class FakeEmbedder:
+    """Stands in for the face embedder; loading does not look at faces."""
+
+    def __init__(self, dim: int):
+        self.name, self.dim = f"fake{dim}", dim
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+
+
+def run_once(pipe, id_tokens, id_scale=1.0):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        "a portrait", Image.new("RGB", (64, 64), "white"), id_embeds=id_tokens, id_scale=id_scale,
+        num_inference_steps=2, width=64, height=64, output_type="np", generator=torch.Generator().manual_seed(0),
+    ).images
+
+
+def encode(encoder, face_dim: int) -> torch.Tensor:
+    clip = encoder.clip_features([Image.new("RGB", (224, 224), "gray")])
+    with torch.no_grad():
+        return encoder.resampler(torch.ones(1, face_dim) / face_dim**0.5, clip)
+
+
+def to_original_faceid_plus_keys(projection: IPAdapterFaceIDPlusImageProjection) -> dict[str, torch.Tensor]:
+    """diffusers' FaceID-Plus projection -> the key names of IP-Adapter's original checkpoint (`image_proj`)."""
+    renames = {"proj.net.0.proj.": "proj.0.", "proj.net.2.": "proj.2.", "norm.": "norm."}
+    original = {}
+    for key, value in projection.state_dict().items():
+        for new, old in renames.items():
+            if key.startswith(new):
+                original[old + key[len(new):]] = value
+                break
+        else:
+            original.update(_perceiver_key(key, value, projection.state_dict()))
+    return original
+
+
+def _perceiver_key(key: str, value: torch.Tensor, state: dict) -> dict[str, torch.Tensor]:
+    prefix = "perceiver_resampler."
+    if not key.startswith("layers."):
+        return {prefix + key: value}
+    _, index, rest = key.split(".", 2)
+    layer = f"{prefix}layers.{index}."
+    mapping = {
+        "ln0.": "0.norm1.", "ln1.": "0.norm2.", "attn.to_q.": "0.to_q.", "attn.to_out.0.": "0.to_out.",
+        "ff.0.": "1.0.", "ff.1.net.0.proj.": "1.1.", "ff.1.net.2.": "1.3.",
+    }  # fmt: skip
+    if rest == "attn.to_k.weight":
+        return {layer + "0.to_kv.weight": torch.cat([value, state[f"layers.{index}.attn.to_v.weight"]])}
+    if rest == "attn.to_v.weight":
+        return {}
+    for new, old in mapping.items():
+        if rest.startswith(new):
+            return {layer + old + rest[len(new):]: value}
+    raise KeyError(key)
+
+
+@pytest.fixture(scope="module")
+def hub_folders(tmp_path_factory, tiny_components):
+    """Tiny checkpoints in the hub profile's layouts: an SD1.5 diffusers folder, a ControlNet folder, a CLIP
+    vision folder, and a FaceID-PlusV2 .bin with the real file's keys."""
+    root = tmp_path_factory.mktemp("hub")
+    parts = tiny_components
+    StableDiffusionPipeline(
+        parts.vae, parts.text_encoder, parts.tokenizer, parts.unet, parts.scheduler, None, None, None, False
+    ).save_pretrained(root / "base")
+    parts.controlnet.save_pretrained(root / "controlnet")
+    parts.image_encoder.save_pretrained(root / "clip")
+
+    torch.manual_seed(1)
+    projection = IPAdapterFaceIDPlusImageProjection(
+        embed_dims=64, output_dims=32, hidden_dims=32, id_embeddings_dim=512, heads=1, dim_head=64, depth=4
+    )
+    unet = copy.deepcopy(parts.unet)
+    install_id_attention(unet)
+    adapter = {key: torch.randn_like(value) for key, value in id_attention_state_dict(unet).items()}
+    (root / "ipa").mkdir()
+    torch.save({"image_proj": to_original_faceid_plus_keys(projection), "ip_adapter": adapter},
+               root / "ipa" / FACEID_PLUS_FILE)  # fmt: skip
+    return root, projection, adapter
+
+
+def test_tiny_profile_loads_offline_with_consistent_sizes():
+    pipe, encoder = load_profile(ProfileConfig(name="tiny"), embedder=FakeEmbedder(128))
+    assert pipe.id_mode == "controlnet"
+    assert encoder.resampler.config.id_embeddings_dim == 128
+    tokens = encode(encoder, 128)
+    assert tokens.shape == (1, 4, pipe.controlnet.config.cross_attention_dim)
+
+
+def test_hub_layout_loads_faceid_plusv2_weights_and_runs(hub_folders):
+    root, projection, adapter = hub_folders
+    config = ProfileConfig(
+        name="hub", base_model=str(root / "base"), vae=None, openpose_controlnet=str(root / "controlnet"),
+        ip_adapter_repo=str(root / "ipa"), ip_adapter_weight=FACEID_PLUS_FILE, image_encoder=str(root / "clip"),
+    )  # fmt: skip
+    pipe, encoder = load_profile(config, embedder=FakeEmbedder(512))
+    assert pipe.id_mode == "unet" and pipe.unet.encoder_hid_proj is None
+    loaded = encoder.resampler.projection.state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in projection.state_dict().items())
+    assert encoder.resampler.config.shortcut is False  # "v2" only in the PlusV2 file name
+    assert all(torch.equal(id_attention_state_dict(pipe.unet)[key], value) for key, value in adapter.items())
+    assert any(isinstance(p, IDAttnProcessor) for p in pipe.unet.attn_processors.values())
+
+    tokens = encode(encoder, 512)
+    assert tokens.shape == (1, 4, 32)
+    assert not torch.allclose(torch.tensor(run_once(pipe, tokens)), torch.tensor(run_once(pipe, tokens, 0.0)))
+    assert (run_once(pipe, tokens, 0.0) == run_once(pipe, None)).all()
+
+
+def test_hub_profile_refuses_a_face_embedder_of_the_wrong_size(hub_folders):
+    root, _, _ = hub_folders
+    config = ProfileConfig(
+        name="hub", base_model=str(root / "base"), vae=None, openpose_controlnet=str(root / "controlnet"),
+        ip_adapter_repo=str(root / "ipa"), ip_adapter_weight=FACEID_PLUS_FILE, image_encoder=str(root / "clip"),
+    )  # fmt: skip
+    with pytest.raises(MissingWeightsError, match="512-d.*ArcFace"):
+        load_profile(config, embedder=FakeEmbedder(128))
+
+
+def test_magicid_layout_round_trip(tmp_path, tiny_components):
+    pipe = build_tiny_pipeline(tiny_components)
+    for processor in pipe.controlnet.attn_processors.values():
+        if isinstance(processor, IDAttnProcessor):
+            torch.nn.init.normal_(processor.to_k_ip[0].weight, std=0.2)
+    resampler = IDResampler.tiny(id_embeddings_dim=128)
+    save_magicid_weights(tmp_path, pipe.controlnet, resampler,
+                         {"base_model": "tiny", "image_encoder": "tiny", "face_embedder": "dlib"})  # fmt: skip
+    assert json.loads((tmp_path / "magicid.json").read_text())["base_model"] == "tiny"
+    assert any(isinstance(p, IDAttnProcessor) for p in pipe.controlnet.attn_processors.values())  # restored
+    with open(tmp_path / "controlnet" / "config.json") as handle:
+        assert json.load(handle)["cross_attention_dim"] == 32
+
+    loaded, encoder = load_profile(ProfileConfig(name="magicid", magicid_weights=str(tmp_path)), FakeEmbedder(128))
+    expected, actual = id_attention_state_dict(pipe.controlnet), id_attention_state_dict(loaded.controlnet)
+    assert expected.keys() == actual.keys() and all(torch.equal(expected[k], actual[k]) for k in expected)
+    zero_conv = pipe.controlnet.controlnet_mid_block.weight
+    assert torch.equal(loaded.controlnet.controlnet_mid_block.weight, zero_conv)
+    assert all(torch.equal(a, b) for a, b in zip(encoder.resampler.state_dict().values(), resampler.state_dict().values()))
+    tokens = encode(encoder, 128)
+    assert run_once(loaded, tokens).shape == (1, 64, 64, 3)
+
+
+def test_missing_hub_weights_offline_name_the_component():
+    with pytest.raises(MissingWeightsError) as error:
+        load_profile(ProfileConfig(name="hub"), embedder=FakeEmbedder(512))
+    message = str(error.value)
+    defaults = ProfileConfig()
+    for component in ("base model", "VAE", "OpenPose ControlNet", "CLIP image encoder", "IP-Adapter FaceID-Plus"):
+        assert component in message
+    for source in (defaults.base_model, defaults.openpose_controlnet, defaults.ip_adapter_weight, defaults.image_encoder):
+        assert source in message
+    assert "HF_HUB_OFFLINE" in message and "MAGICID_BASE_MODEL" in message and "\n" not in message
+
+
+def test_missing_magicid_weights_say_how_to_get_them(tmp_path):
+    with pytest.raises(MissingWeightsError, match="--magicid-weights"):
+        load_profile(ProfileConfig(name="magicid"), embedder=FakeEmbedder(128))
+    (tmp_path / "magicid.json").write_text("{}")
+    with pytest.raises(MissingWeightsError, match="controlnet, id_attention.safetensors, resampler"):
+        load_profile(ProfileConfig(name="magicid", magicid_weights=str(tmp_path)), embedder=FakeEmbedder(128))
+    with pytest.raises(MissingWeightsError, match="MagicID weights 'nobody/no-such-repo'.*HF_HUB_OFFLINE"):
+        load_profile(ProfileConfig(name="magicid", magicid_weights="nobody/no-such-repo"), FakeEmbedder(128))

@@ -1,0 +1,132 @@
+"""IDZoom data engine on real photos: records with six modalities, filters with reasons, shards that resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from train.build_dataset import BuildConfig, build_dataset, main
+from train.idzoom import ShardWriter, finished_sources, iter_records, read_dataset, shard_paths
+
+PHOTOS = {  # name in the test folder -> testdata path
+    "portraits/obama.jpg": "portraits/barack_obama/1.jpg",
+    "portraits/biden.jpg": "portraits/joe_biden/2.jpg",
+    "group/couple.jpg": "group/voc_couple.jpg",
+    "fullbody/skier.jpg": "pose/skier.jpg",  # a whole body, face of ~30 px
+    "fullbody/truck.jpg": "fullbody/man_by_truck.jpg",  # one small, soft face
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """MTCNN on a shared 2-core CPU: one thread avoids oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def photos_dir(tmp_path_factory, testdata) -> Path:
+    """A small photo folder: portraits, full-body shots, a group photo, a blurred portrait, a tiny image, a broken file."""
+    directory = tmp_path_factory.mktemp("photos")
+    for name, source in PHOTOS.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(testdata / source, directory / name)
+    portrait = Image.open(testdata / "portraits" / "barack_obama" / "1.jpg").convert("RGB")
+    portrait.filter(ImageFilter.GaussianBlur(12)).save(directory / "portraits" / "blurred.jpg")
+    portrait.resize((120, 150)).save(directory / "small.jpg")
+    (directory / "broken.jpg").write_bytes(b"not a jpeg")
+    (directory / "portraits" / "obama.txt").write_text("the president in the oval office")
+    (directory / "captions.jsonl").write_text(json.dumps({"file": "portraits/biden.jpg", "caption": "a man"}) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def built(photos_dir, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("idzoom")
+    summary = build_dataset(photos_dir, out_dir, BuildConfig(records_per_shard=1, embedder="dlib"))
+    return summary, out_dir
+
+
+def test_portraits_become_records_with_six_modalities(built):
+    _, out_dir = built
+    records = {record.source: record for record in read_dataset(out_dir)}
+    assert set(records) == {"portraits/obama.jpg", "portraits/biden.jpg", "fullbody/skier.jpg"}
+    for record in records.values():
+        width, height = record.image.size
+        assert record.skeleton.size == record.landmarks_image.size == (width, height)
+        assert record.mask.shape == (height, width) and 0.0 <= record.mask.min() < record.mask.max() <= 1.0
+        assert record.face.size == (224, 224)
+        assert np.asarray(record.skeleton).max() > 0 and np.asarray(record.landmarks_image).max() > 0
+        assert record.keypoints.shape == (18, 3) and all(record.keypoints[j, 2] > 0 for j in (0, 1, 2, 5))
+        assert len(record.landmarks) >= 68
+        x0, y0, x1, y1 = record.face_box
+        assert record.mask[int((y0 + y1) / 2), int((x0 + x1) / 2)] > 0.5  # the mask covers the face centre
+        assert record.embedding.shape == (128,) and np.linalg.norm(record.embedding) == pytest.approx(1.0, abs=1e-4)
+        assert record.embedder == "dlib"
+    assert records["portraits/obama.jpg"].caption == "the president in the oval office"  # <photo>.txt sidecar
+    assert records["portraits/biden.jpg"].caption == "a man"  # captions.jsonl
+
+
+def test_filters_drop_with_reasons(built):
+    summary, out_dir = built
+    report = json.loads((out_dir / "report.json").read_text())
+    reasons = {item["source"]: item for item in report["items"] if item["status"] == "dropped"}
+    assert reasons["group/couple.jpg"]["code"] == "multiple_faces"
+    assert "more than one face" in reasons["group/couple.jpg"]["reason"]
+    assert reasons["small.jpg"]["code"] == "low_resolution"
+    assert reasons["broken.jpg"]["code"] == "unreadable"
+    assert reasons["portraits/blurred.jpg"]["code"] in ("blurry", "no_face")
+    assert reasons["fullbody/truck.jpg"]["code"] == "blurry"
+    assert all(item["reason"] for item in reasons.values())
+    assert summary == {"kept": 3, "dropped": 5, "dropped_by_reason": report["dropped_by_reason"]}
+
+
+def test_shards_stream_and_split_between_consumers(built):
+    _, out_dir = built
+    paths = shard_paths(out_dir)
+    assert len(paths) == 3 and not list(out_dir.glob("*.partial"))  # one record per shard
+    everything = sorted(record.key for record in iter_records(paths))
+    by_shard = [[r.key for r in iter_records(paths, consumer=c, num_consumers=2)] for c in range(2)]
+    assert [len(keys) for keys in by_shard] == [2, 1] and sorted(sum(by_shard, [])) == everything
+    by_record = [[r.key for r in iter_records(paths, consumer=c, num_consumers=4)] for c in range(4)]
+    assert [len(keys) for keys in by_record] == [1, 1, 1, 0]  # more consumers than shards: split by record
+    assert sorted(sum(by_record, [])) == everything
+
+
+def test_resume_skips_finished_and_dropped_photos(built, photos_dir, tmp_path):
+    _, out_dir = built
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out_dir, resumed)
+    (resumed / "shard-000002.tar").rename(resumed / "shard-000002.tar.partial")  # an interrupted build
+    (resumed / "shard-000002.json").unlink()
+    lost = set(finished_sources(out_dir)) - set(finished_sources(resumed))
+    assert len(lost) == 1
+    summary = build_dataset(photos_dir, resumed, BuildConfig(records_per_shard=1, embedder="dlib"))
+    assert summary["kept"] == 3 and summary["dropped"] == 5
+    assert finished_sources(resumed) == finished_sources(out_dir)
+    assert len(shard_paths(resumed)) == 3 and not list(resumed.glob("*.partial"))
+
+
+def test_shard_writer_keeps_only_complete_shards(tmp_path, built):
+    _, out_dir = built
+    record = read_dataset(out_dir)[0]
+    with pytest.raises(RuntimeError):
+        with ShardWriter(tmp_path, records_per_shard=5) as writer:
+            writer.write(record)
+            raise RuntimeError("interrupted")
+    assert shard_paths(tmp_path) == [] and list(tmp_path.glob("*.partial"))
+    ShardWriter(tmp_path).close()  # reopening discards the partial shard
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["--images", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "is not a folder" in capsys.readouterr().err

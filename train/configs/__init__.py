@@ -1,0 +1,156 @@
+"""Training configs: typed dataclasses with the paper's defaults ("Implement Details"), plus the tiny CPU config.
+
+`--config` takes a name (`paper`, `tiny`) or a JSON file whose keys override the `paper` defaults, or those of the
+config named by its optional `"base_config"` key (e.g. `{"base_config": "tiny", "resolution": 512}`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from magicid.errors import TrainingDataError
+
+CONDITIONS = ("landmarks", "skeleton", "all")
+
+
+@dataclass
+class Stage:
+    """One MMF stage: which condition image the ControlNet sees, for how many iterations."""
+
+    name: str
+    condition: str  # "landmarks", "skeleton", or "all" (per sample: landmarks, skeleton or both drawn together)
+    steps: int
+
+
+def paper_stages() -> list[Stage]:
+    return [Stage("landmark-only", "landmarks", 50_000), Stage("skeleton", "skeleton", 100_000),
+            Stage("all", "all", 1_000_000)]  # fmt: skip
+
+
+@dataclass
+class MMFConfig:
+    """Multi-Mode Fusion training. Defaults: the paper (RealisticVision V4 base, Adam 1e-4, batch 128 on 8 GPUs)."""
+
+    name: str = "paper"
+    base: str = "SG161222/Realistic_Vision_V4.0_noVAE"  # "tiny", a diffusers SD1.5 folder, or a hub id
+    vae: str | None = "stabilityai/sd-vae-ft-mse"
+    image_encoder: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+    resolution: int = 512
+    train_batch_size: int = 16  # per process: 16 x 8 GPUs = the paper's 128
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0  # Adam, as in the paper (not AdamW's decoupled decay)
+    max_grad_norm: float = 1.0
+    lr_warmup_steps: int = 0
+    mixed_precision: str = "fp16"  # "no", "fp16" or "bf16"
+    gradient_checkpointing: bool = False
+    stages: list[Stage] = field(default_factory=paper_stages)
+    clone_every: int = 10  # Eq. 4: Clone Face Tuning and L_cfa when mod(iter, 10) = 0
+    cfa_weight: float = 0.2  # Eq. 4's lambda
+    cfa_min_resolution: int = 32  # cross-attention maps of at least this many cells per side enter L_cfa
+    null_text_prob: float = 0.1
+    num_id_tokens: int = 4
+    seed: int = 0
+    dataloader_num_workers: int = 2
+    shuffle_buffer: int = 512
+    checkpointing_steps: int = 5_000
+    checkpoints_total_limit: int | None = 3
+    validation_steps: int = 5_000
+    validation_inference_steps: int = 30
+    validation_guidance_scale: float = 5.0
+    num_validation_images: int = 2
+    log_every: int = 50
+    find_unused_parameters: bool = False  # set True if a DDP run reports unused parameters
+
+    @property
+    def total_steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+    def stage_at(self, step: int) -> Stage:
+        """The stage iteration `step` (0-based) belongs to; the last stage continues past the schedule."""
+        end = 0
+        for stage in self.stages:
+            end += stage.steps
+            if step < end:
+                return stage
+        return self.stages[-1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MMFConfig:
+        known = {spec.name for spec in fields(cls)}
+        unknown = sorted(set(data) - known - {"base_config"})
+        if unknown:
+            raise TrainingDataError(f"unknown training config keys {unknown}; see train/configs/__init__.py")
+        values = dict(data)
+        values.pop("base_config", None)
+        if "stages" in values:
+            values["stages"] = [Stage(**stage) if isinstance(stage, dict) else stage for stage in values["stages"]]
+        config = cls(**values)
+        validate(config)
+        return config
+
+
+def validate(config: MMFConfig) -> None:
+    for stage in config.stages:
+        if stage.condition not in CONDITIONS:
+            raise TrainingDataError(f"stage {stage.name!r}: condition must be one of {', '.join(CONDITIONS)}")
+    if config.resolution % 16:
+        raise TrainingDataError(f"resolution {config.resolution} must be a multiple of 16 (VAE 8x, even clone halves)")
+    if config.mixed_precision not in ("no", "fp16", "bf16"):
+        raise TrainingDataError("mixed_precision must be no, fp16 or bf16")
+
+
+def paper_config() -> MMFConfig:
+    return MMFConfig()
+
+
+def tiny_config() -> MMFConfig:
+    """The tiny profile's models on CPU in minutes. At 256 px the tiny ControlNet's only cross-attention grid is
+    16x16, which is the paper's 32x32-at-512 in relative terms, so `cfa_min_resolution` scales with it."""
+    return MMFConfig(
+        name="tiny",
+        base="tiny",
+        vae=None,
+        image_encoder="tiny",
+        resolution=256,
+        train_batch_size=2,
+        learning_rate=1e-4,
+        mixed_precision="no",
+        stages=[Stage("landmark-only", "landmarks", 10), Stage("skeleton", "skeleton", 20), Stage("all", "all", 30)],
+        cfa_min_resolution=16,
+        dataloader_num_workers=0,
+        shuffle_buffer=16,
+        checkpointing_steps=30,
+        checkpoints_total_limit=2,
+        validation_steps=30,
+        validation_inference_steps=4,
+        num_validation_images=1,
+        log_every=5,
+    )
+
+
+NAMED_CONFIGS = {"paper": paper_config, "tiny": tiny_config}
+
+
+def load_config(name_or_path: str, **overrides) -> MMFConfig:
+    """A named config, or a JSON file of overrides (see the module docstring); then `overrides`."""
+    if name_or_path in NAMED_CONFIGS:
+        data = NAMED_CONFIGS[name_or_path]().to_dict()
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise TrainingDataError(f"--config {name_or_path}: not {' or '.join(NAMED_CONFIGS)} nor a JSON file")
+        try:
+            user = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise TrainingDataError(f"--config {path}: invalid JSON ({error})") from error
+        data = {**NAMED_CONFIGS[user.get("base_config", "paper")]().to_dict(), **user}
+    return MMFConfig.from_dict({**data, **overrides})

@@ -1,0 +1,138 @@
+"""IDZoom records -> training tensors: a face-centred square crop at the training resolution, both condition images,
+the face box (for Clone Face Tuning), the face embedding, CLIP-vision pixels of the aligned face, caption tokens
+(10% null text). A streaming `IterableDataset` that splits shards over processes and dataloader workers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from magicid.errors import TrainingDataError
+from train.idzoom import IDZoomRecord, iter_records, shard_paths
+
+MASK_THRESHOLD = 0.5
+
+
+def face_square(size: tuple[int, int], face_box: np.ndarray) -> tuple[int, int, int, int]:
+    """The largest square crop of an image of `size` that is centred on the face as far as the borders allow."""
+    width, height = size
+    side = min(width, height)
+    center_x, center_y = (face_box[0] + face_box[2]) / 2, (face_box[1] + face_box[3]) / 2
+    x0 = int(round(min(max(center_x - side / 2, 0), width - side)))
+    y0 = int(round(min(max(center_y - side / 2, 0), height - side)))
+    return x0, y0, x0 + side, y0 + side
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
+    """Normalised (x0, y0, x1, y1) bounding box of the mask's face region, or None if it is empty."""
+    rows = np.flatnonzero(mask.max(axis=1) >= MASK_THRESHOLD)
+    cols = np.flatnonzero(mask.max(axis=0) >= MASK_THRESHOLD)
+    if len(rows) == 0:
+        return None
+    height, width = mask.shape
+    return np.array([cols[0] / width, rows[0] / height, (cols[-1] + 1) / width, (rows[-1] + 1) / height])
+
+
+def image_tensor(image: Image.Image, resolution: int, normalize: bool) -> torch.Tensor:
+    resized = image.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return pixels * 2 - 1 if normalize else pixels
+
+
+def training_example(
+    record: IDZoomRecord, resolution: int, tokenizer, feature_extractor, null_text: bool
+) -> dict[str, torch.Tensor]:
+    """The tensors of one record (see the module docstring); `null_text` replaces the caption by ""."""
+    crop = face_square(record.image.size, record.face_box)
+    mask = np.asarray(Image.fromarray(record.mask).crop(crop).resize((resolution, resolution)), dtype=np.float32)
+    box = mask_box(mask)
+    if box is None:
+        side = crop[2] - crop[0]
+        box = np.clip((record.face_box - np.array(crop[:2] * 2)) / side, 0, 1)
+    tokens = tokenizer(
+        "" if null_text else record.caption,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return {
+        "pixel_values": image_tensor(record.image.crop(crop), resolution, normalize=True),
+        "skeleton": image_tensor(record.skeleton.crop(crop), resolution, normalize=False),
+        "landmarks": image_tensor(record.landmarks_image.crop(crop), resolution, normalize=False),
+        "face_box": torch.from_numpy(box.astype(np.float64)),
+        "face_embeds": torch.from_numpy(np.asarray(record.embedding, dtype=np.float32)),
+        "clip_pixel_values": feature_extractor(images=record.face, return_tensors="pt").pixel_values[0],
+        "input_ids": tokens.input_ids[0],
+    }
+
+
+class MMFDataset(IterableDataset):
+    """Endless stream of training examples for process `rank` of `world_size`, shuffled with a bounded buffer."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        resolution: int,
+        tokenizer,
+        feature_extractor,
+        null_text_prob: float = 0.1,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle_buffer: int = 512,
+    ):
+        self.paths = shard_paths(data_dir)
+        if not self.paths:
+            raise TrainingDataError(f"no finished shards (shard-*.tar) in {data_dir}: run python -m train.build_dataset")
+        self.resolution, self.tokenizer, self.feature_extractor = resolution, tokenizer, feature_extractor
+        self.null_text_prob, self.rank, self.world_size = null_text_prob, rank, world_size
+        self.seed, self.shuffle_buffer = seed, shuffle_buffer
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        worker = get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
+        consumer, consumers = self.rank * workers + worker_id, self.world_size * workers
+        rng = random.Random(self.seed * 1000 + consumer)
+        epoch = 0
+        while True:
+            records = iter_records(self.paths, consumer, consumers, shuffle_seed=self.seed + epoch)
+            produced = False
+            for record in shuffled(records, self.shuffle_buffer, rng):
+                produced = True
+                null_text = rng.random() < self.null_text_prob
+                yield training_example(record, self.resolution, self.tokenizer, self.feature_extractor, null_text)
+            if not produced:
+                raise TrainingDataError(f"consumer {consumer} of {consumers} got no records: use more shards or data")
+            epoch += 1
+
+
+def shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator:
+    """Streaming shuffle: keep `buffer_size` items, emit a random one as each new item arrives."""
+    buffer = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) >= buffer_size:
+            yield buffer.pop(rng.randrange(len(buffer)))
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def condition_images(batch: dict[str, torch.Tensor], condition: str, generator: torch.Generator) -> torch.Tensor:
+    """The ControlNet's condition image for a stage: landmarks, skeleton, or (`all`) per sample one of
+    landmarks / skeleton / both drawn together, so the model learns every mode it is used in."""
+    skeleton, landmarks = batch["skeleton"], batch["landmarks"]
+    if condition == "landmarks":
+        return landmarks
+    if condition == "skeleton":
+        return skeleton
+    choice = torch.randint(0, 3, (skeleton.shape[0],), generator=generator).view(-1, 1, 1, 1)
+    both = torch.maximum(skeleton, landmarks)
+    return torch.where(choice == 0, landmarks, torch.where(choice == 1, skeleton, both))

@@ -1,0 +1,428 @@
+"""Multi-Mode Fusion training (paper, "Multi-Mode Fusion Training Strategy" and "Implement Details").
+
+    accelerate launch -m train.train_mmf --config CONFIG --data DIR --out DIR [--max-steps N] [--resume]
+
+The UNet, VAE, text and CLIP-vision encoders are frozen. Trained: ONE module (`MMFModel`) holding the ControlNet
+(initialised from the UNet, with ID cross-attention, Eq. 1) and the ID resampler, so DDP / FSDP / DeepSpeed from
+`accelerate config` wrap a single model. Loss: Eq. 3, plus `lambda * L_cfa` on Clone Face Tuning batches every
+`clone_every` iterations (Eq. 2, 4). Stages pick the condition image: landmarks, then skeleton, then all.
+
+Output folder: `checkpoints/checkpoint-N/` (accelerate state, safetensors, plus `magicid/` loadable by the
+`magicid` profile), `validation/step-N.png`, `logs/losses.jsonl`, `config.json`, and `final/` (the weights for
+`MAGICID_MAGICID_WEIGHTS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+
+from magicid.errors import MagicIDError, TrainingDataError
+from magicid.mgmica import install_id_attention
+from magicid.resampler import IDResampler
+from train.clone_face import clone_batch
+from train.configs import MMFConfig, load_config
+from train.dataset import MMFDataset, condition_images
+from train.idzoom import iter_shard, shard_paths
+from train.losses import CrossAttentionRecorder, clone_face_attention_loss, diffusion_loss, is_clone_step
+
+logger = logging.getLogger(__name__)
+
+
+class MMFModel(torch.nn.Module):
+    """The trainable part: ControlNet with ID cross-attention + ID resampler, as one module for `prepare`."""
+
+    def __init__(self, controlnet: torch.nn.Module, resampler: IDResampler):
+        super().__init__()
+        self.controlnet = controlnet
+        self.resampler = resampler
+
+    def forward(
+        self,
+        noisy_latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text_embeds: torch.Tensor,
+        face_embeds: torch.Tensor,
+        clip_embeds: torch.Tensor,
+        condition: torch.Tensor,
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """ControlNet residuals (down, mid) for the UNet, with `F_id` in the ControlNet's cross-attention."""
+        id_tokens = self.resampler(face_embeds, clip_embeds)  # (B, T, D)
+        return self.controlnet(
+            noisy_latents,
+            timesteps,
+            encoder_hidden_states=(text_embeds, [id_tokens.unsqueeze(1).to(text_embeds.dtype)]),
+            controlnet_cond=condition,
+            return_dict=False,
+        )
+
+
+@dataclass
+class FrozenModels:
+    """The frozen SD1.5 parts and the input processors."""
+
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    image_encoder: torch.nn.Module
+    tokenizer: object
+    feature_extractor: object
+    noise_scheduler: object
+    scheduler_config: dict = field(default_factory=dict)
+
+
+def load_models(config: MMFConfig, id_embeddings_dim: int) -> tuple[FrozenModels, MMFModel]:
+    """Frozen SD1.5 parts + a fresh trainable `MMFModel` for `config.base` (`tiny` or an SD1.5 folder/hub id)."""
+    from diffusers import ControlNetModel, DDPMScheduler
+
+    if config.base == "tiny":
+        from magicid.tiny import build_tiny_components
+
+        parts = build_tiny_components()
+        vae, unet, text_encoder, tokenizer = parts.vae, parts.unet, parts.text_encoder, parts.tokenizer
+        image_encoder, feature_extractor = parts.image_encoder, parts.feature_extractor
+        controlnet = parts.controlnet
+        resampler = IDResampler.tiny(id_embeddings_dim, image_encoder.config.hidden_size, unet.config.cross_attention_dim)
+        scheduler_config = dict(parts.scheduler.config)
+    else:
+        vae, unet, text_encoder, tokenizer, image_encoder, feature_extractor = _load_pretrained(config)
+        controlnet = ControlNetModel.from_unet(unet)
+        resampler = IDResampler(
+            id_embeddings_dim=id_embeddings_dim,
+            clip_embeddings_dim=image_encoder.config.hidden_size,
+            cross_attention_dim=unet.config.cross_attention_dim,
+        )
+        scheduler_config = dict(DDPMScheduler.load_config(config.base, subfolder="scheduler"))
+    install_id_attention(controlnet, num_tokens=config.num_id_tokens)
+    for frozen in (vae, unet, text_encoder, image_encoder):
+        frozen.requires_grad_(False).eval()
+    controlnet.train()
+    resampler.train()
+    frozen_models = FrozenModels(
+        vae, unet, text_encoder, image_encoder, tokenizer, feature_extractor,
+        DDPMScheduler.from_config(scheduler_config), scheduler_config,
+    )  # fmt: skip
+    return frozen_models, MMFModel(controlnet, resampler)
+
+
+def _load_pretrained(config: MMFConfig):
+    """SD1.5 parts and the CLIP-vision encoder from local folders or the hub cache (MissingWeightsError if absent)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+    from magicid.errors import MissingWeightsError
+
+    try:
+        vae_source = dict(pretrained_model_name_or_path=config.vae) if config.vae else dict(
+            pretrained_model_name_or_path=config.base, subfolder="vae")  # fmt: skip
+        return (
+            AutoencoderKL.from_pretrained(**vae_source),
+            UNet2DConditionModel.from_pretrained(config.base, subfolder="unet"),
+            CLIPTextModel.from_pretrained(config.base, subfolder="text_encoder"),
+            CLIPTokenizer.from_pretrained(config.base, subfolder="tokenizer"),
+            CLIPVisionModelWithProjection.from_pretrained(config.image_encoder),
+            CLIPImageProcessor(),
+        )
+    except OSError as error:
+        raise MissingWeightsError(
+            f"cannot load {config.base} / {config.image_encoder} ({error}); download them or use --config tiny"
+        ) from error
+
+
+def dataset_embedding_dim(data_dir: Path) -> tuple[int, str]:
+    """Face embedding size and embedder name of a dataset (from its first record)."""
+    paths = shard_paths(data_dir)
+    if not paths:
+        raise TrainingDataError(f"no finished shards (shard-*.tar) in {data_dir}: run python -m train.build_dataset")
+    first = next(iter_shard(paths[0]))
+    return int(first.embedding.size), first.embedder
+
+
+def encode_batch(frozen: FrozenModels, batch: dict, weight_dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+    """Latents (x scaling factor), text embeddings and CLIP-vision penultimate states of a batch (no gradients)."""
+    with torch.no_grad():
+        pixels = batch["pixel_values"].to(device, weight_dtype)
+        latents = frozen.vae.encode(pixels).latent_dist.sample() * frozen.vae.config.scaling_factor
+        text = frozen.text_encoder(batch["input_ids"].to(device), return_dict=False)[0]
+        clip = frozen.image_encoder(
+            batch["clip_pixel_values"].to(device, weight_dtype), output_hidden_states=True
+        ).hidden_states[-2]
+    return {"latents": latents.float(), "text": text, "clip": clip}
+
+
+def training_step(
+    model: torch.nn.Module,
+    frozen: FrozenModels,
+    batch: dict,
+    step: int,
+    config: MMFConfig,
+    recorder: CrossAttentionRecorder,
+    accelerator: Accelerator,
+    weight_dtype: torch.dtype,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """Eq. 4 for one batch: on clone steps the batch is cloned side by side and `L_cfa` is added."""
+    condition = condition_images(batch, config.stage_at(step).condition, generator)
+    clone = is_clone_step(step, config.clone_every)
+    if clone:
+        (batch["pixel_values"], condition), regions = clone_batch([batch["pixel_values"], condition], batch["face_box"])
+    encoded = encode_batch(frozen, batch, weight_dtype, accelerator.device)
+    latents = encoded["latents"]
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    timesteps = torch.randint(0, frozen.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                              generator=generator).to(latents.device)  # fmt: skip
+    noisy = frozen.noise_scheduler.add_noise(latents, noise, timesteps)
+    with recorder if clone else nullcontext():
+        down, mid = model(noisy, timesteps, encoded["text"], batch["face_embeds"].to(accelerator.device),
+                          encoded["clip"], condition.to(accelerator.device, weight_dtype))  # fmt: skip
+    model_pred = frozen.unet(
+        noisy.to(weight_dtype), timesteps, encoder_hidden_states=encoded["text"],
+        down_block_additional_residuals=[sample.to(weight_dtype) for sample in down],
+        mid_block_additional_residual=mid.to(weight_dtype), return_dict=False,
+    )[0]  # fmt: skip
+    losses = {"l_cldm": diffusion_loss(model_pred, _target(frozen, latents, noise, timesteps))}
+    losses["loss"] = losses["l_cldm"]
+    if clone:
+        aspect = latents.shape[-2] / latents.shape[-1]
+        losses["l_cfa"] = clone_face_attention_loss(
+            recorder.maps(aspect), regions.m1, regions.m2, config.cfa_min_resolution
+        )
+        losses["loss"] = losses["l_cldm"] + config.cfa_weight * losses["l_cfa"]  # Eq. 4
+        recorder.outputs = []
+    return losses
+
+
+def _target(frozen: FrozenModels, latents, noise, timesteps) -> torch.Tensor:
+    if frozen.noise_scheduler.config.prediction_type == "v_prediction":
+        return frozen.noise_scheduler.get_velocity(latents, noise, timesteps)
+    return noise
+
+
+def make_accelerator(config: MMFConfig, out_dir: Path) -> Accelerator:
+    return Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)],
+    )
+
+
+def weight_dtype_of(accelerator: Accelerator) -> torch.dtype:
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
+def make_dataloader(config: MMFConfig, data_dir: Path, frozen: FrozenModels, accelerator: Accelerator) -> DataLoader:
+    """Each process streams its own part of the shards, so the dataloader is not passed to `prepare`."""
+    dataset = MMFDataset(
+        data_dir, config.resolution, frozen.tokenizer, frozen.feature_extractor, config.null_text_prob,
+        rank=accelerator.process_index, world_size=accelerator.num_processes, seed=config.seed,
+        shuffle_buffer=config.shuffle_buffer,
+    )  # fmt: skip
+    return DataLoader(dataset, batch_size=config.train_batch_size, num_workers=config.dataloader_num_workers)
+
+
+def export_weights(directory: Path, model: MMFModel, config: MMFConfig, metadata: dict) -> None:
+    """The `magicid` profile's on-disk layout (see `magicid.profiles.save_magicid_weights`)."""
+    from magicid.profiles import save_magicid_weights
+
+    sources = {"base_model": config.base, "image_encoder": config.image_encoder, "training_config": config.name}
+    if config.vae:
+        sources["vae"] = config.vae
+    save_magicid_weights(directory, model.controlnet, model.resampler, {**metadata, **sources})
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    checkpoints = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=_checkpoint_step)
+    return checkpoints[-1] if checkpoints else None
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+def save_checkpoint(accelerator: Accelerator, model, config: MMFConfig, out_dir: Path, step: int, meta: dict) -> None:
+    """`accelerator.save_state` (safetensors) + the exported `magicid/` weights; keeps the newest few."""
+    path = out_dir / "checkpoints" / f"checkpoint-{step}"
+    accelerator.save_state(str(path), safe_serialization=True)
+    if accelerator.is_main_process:
+        export_weights(path / "magicid", accelerator.unwrap_model(model), config, {**meta, "global_step": step})
+        if config.checkpoints_total_limit:
+            old = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=_checkpoint_step)
+            for stale in old[: -config.checkpoints_total_limit]:
+                shutil.rmtree(stale)
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    losses: list[dict]  # one entry per optimisation step of the main process
+    final_dir: Path | None
+
+
+def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_steps: int | None = None,
+          resume: bool = False) -> TrainResult:  # fmt: skip
+    """Run MMF training (every process of an `accelerate launch` calls this)."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    accelerator = make_accelerator(config, out_dir)
+    set_seed(config.seed + accelerator.process_index)
+    id_dim, embedder_name = dataset_embedding_dim(data_dir)
+    frozen, model = load_models(config, id_dim)
+    weight_dtype = weight_dtype_of(accelerator)
+    if config.gradient_checkpointing:
+        model.controlnet.enable_gradient_checkpointing()
+    recorder = CrossAttentionRecorder(model.controlnet)
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon, weight_decay=config.weight_decay,
+    )  # fmt: skip
+    model, optimizer = accelerator.prepare(model, optimizer)
+    for part in (frozen.vae, frozen.unet, frozen.text_encoder, frozen.image_encoder):
+        part.to(accelerator.device, dtype=weight_dtype)
+    total_steps = max_steps if max_steps is not None else config.total_steps
+    global_step = _maybe_resume(accelerator, out_dir, resume)
+    meta = {"id_embeddings_dim": id_dim, "face_embedder": embedder_name, "num_tokens": config.num_id_tokens,
+            "resolution": config.resolution}  # fmt: skip
+    if accelerator.is_main_process:
+        (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    generator = torch.Generator().manual_seed(config.seed * 7919 + accelerator.process_index + global_step)
+    losses = []
+    batches = iter(make_dataloader(config, data_dir, frozen, accelerator))
+    while global_step < total_steps:
+        with accelerator.accumulate(model):
+            step_losses = training_step(model, frozen, next(batches), global_step, config, recorder, accelerator,
+                                        weight_dtype, generator)  # fmt: skip
+            accelerator.backward(step_losses["loss"])
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        entry = _log_entry(accelerator, step_losses, global_step, config)
+        losses.append(entry)
+        global_step += 1
+        _after_step(accelerator, model, frozen, config, data_dir, out_dir, global_step, total_steps, meta, entry)
+    return _finish(accelerator, model, config, out_dir, global_step, losses, meta)
+
+
+def _maybe_resume(accelerator: Accelerator, out_dir: Path, resume: bool) -> int:
+    if not resume:
+        return 0
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is None:
+        logger.warning("--resume: no checkpoint in %s, starting from step 0", out_dir / "checkpoints")
+        return 0
+    accelerator.load_state(str(checkpoint))
+    logger.info("resumed from %s", checkpoint)
+    return _checkpoint_step(checkpoint)
+
+
+def _log_entry(accelerator: Accelerator, losses: dict, step: int, config: MMFConfig) -> dict:
+    reduced = {name: accelerator.reduce(value.detach().float(), reduction="mean").item() for name, value in losses.items()}
+    entry = {"step": step, "stage": config.stage_at(step).name, **reduced}
+    if not all(math.isfinite(value) for value in reduced.values()):
+        raise FloatingPointError(f"non-finite loss at step {step}: {reduced}")
+    return entry
+
+
+def _after_step(accelerator, model, frozen, config, data_dir, out_dir, step, total_steps, meta, entry) -> None:
+    if accelerator.is_main_process:
+        with (out_dir / "logs" / "losses.jsonl").open("a") as log:
+            log.write(json.dumps(entry) + "\n")
+        if step % config.log_every == 0:
+            logger.info("step %d/%d %s", step, total_steps, entry)
+    if step % config.checkpointing_steps == 0 or step == total_steps:
+        save_checkpoint(accelerator, model, config, out_dir, step, meta)
+    if accelerator.is_main_process and (step % config.validation_steps == 0 or step == total_steps):
+        log_validation(accelerator.unwrap_model(model), frozen, config, data_dir, out_dir / "validation", step)
+
+
+def _finish(accelerator, model, config, out_dir, step, losses, meta) -> TrainResult:
+    accelerator.wait_for_everyone()
+    final_dir = out_dir / "final"
+    if accelerator.is_main_process:
+        export_weights(final_dir, accelerator.unwrap_model(model), config, {**meta, "global_step": step})
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(global_step=step, losses=losses, final_dir=final_dir)
+
+
+@torch.no_grad()
+def log_validation(model: MMFModel, frozen: FrozenModels, config: MMFConfig, data_dir: Path, out_dir: Path,
+                   step: int) -> list[Path]:  # fmt: skip
+    """Generate from the first records' condition images and identities; save `step-N-i.png` under `out_dir`."""
+    from diffusers import DDIMScheduler
+
+    from magicid.pipeline import MagicIDPipeline
+
+    pipe = MagicIDPipeline(
+        vae=frozen.vae, text_encoder=frozen.text_encoder, tokenizer=frozen.tokenizer, unet=frozen.unet,
+        controlnet=model.controlnet, scheduler=DDIMScheduler.from_config(frozen.scheduler_config),
+        image_encoder=frozen.image_encoder, feature_extractor=frozen.feature_extractor,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    was_training = model.training
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = []
+    records = iter_shard(shard_paths(data_dir)[0])
+    for index, record in zip(range(config.num_validation_images), records):
+        id_tokens = validation_id_tokens(model, frozen, record)
+        condition = record.skeleton.resize((config.resolution, config.resolution))
+        image = pipe(
+            prompt=record.caption, image=condition, id_embeds=id_tokens, width=config.resolution,
+            height=config.resolution, num_inference_steps=config.validation_inference_steps,
+            guidance_scale=config.validation_guidance_scale, generator=torch.Generator().manual_seed(config.seed),
+        ).images[0]  # fmt: skip
+        saved.append(out_dir / f"step-{step}-{index}.png")
+        image.save(saved[-1])
+    model.train(was_training)
+    return saved
+
+
+def validation_id_tokens(model: MMFModel, frozen: FrozenModels, record) -> torch.Tensor:
+    """`F_id (1, T, D)` of a record, exactly as `magicid.identity.IdentityEncoder` computes it at inference."""
+    device, dtype = frozen.image_encoder.device, frozen.image_encoder.dtype
+    pixels = frozen.feature_extractor(images=[record.face], return_tensors="pt").pixel_values.to(device, dtype)
+    clip = frozen.image_encoder(pixels, output_hidden_states=True).hidden_states[-2]
+    face = torch.from_numpy(record.embedding).to(device).unsqueeze(0)
+    return model.resampler(face, clip.to(model.resampler.dtype))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="accelerate launch -m train.train_mmf", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="tiny", help="tiny, paper, or a JSON file of overrides")
+    parser.add_argument("--data", required=True, type=Path, help="IDZoom folder from train.build_dataset")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, validation, final/)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after N steps (default: all stages)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result = train(load_config(args.config), args.data, args.out, args.max_steps, args.resume)
+    except MagicIDError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"global_step": result.global_step, "final": str(result.final_dir)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

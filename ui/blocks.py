@@ -1,0 +1,125 @@
+"""The whole app's Blocks: banner, Generate tab, Restore tab, examples, parameter read-back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from magicid.config import Limits
+from ui.drag_canvas import canvas_html
+from ui.generate_tab import GenerateTab, create_generate_tab
+from ui.handlers import AppHandlers, controls_from_parameters, user_errors
+from ui.layout_editor import LayoutFns
+from ui.presets import size_label
+from ui.restore_tab import create_restore_tab
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+CSS = """
+#banner {border-left: 6px solid var(--color-accent); padding: 6px 14px; background: var(--block-background-fill);
+  border-radius: 6px;}
+#banner.tiny {border-left-color: #e8a317; background: rgba(232, 163, 23, 0.12);}
+.person-card {min-width: 180px;}
+"""
+EXAMPLES = [  # prompt, style, layout file in assets/examples/layouts (its people set the number of people)
+    ["a woman smiling in a sunlit park, upper body", "Photo", "portrait-half-body.json"],
+    ["two friends laughing at a café terrace, golden hour", "Film", "friends-standing.json"],
+    ["a family of four on a beach at sunset, full body", "Cinematic", "family-full-body.json"],
+    ["three colleagues sitting on a sofa in a bright office", "Studio portrait", "colleagues-sitting.json"],
+    ["a couple waving at the camera in the snow", "Watercolor", "couple-waving.json"],
+]
+
+
+@dataclass
+class AppSettings:
+    """What the composition root decides; `app.py` reads it from the environment."""
+
+    max_images: int = 4
+    limits: Limits | None = None
+
+
+def build_app(handlers: AppHandlers, banner: str, is_miniature: bool, settings: AppSettings | None = None) -> gr.Blocks:
+    """The app over `handlers` (whose GPU-bound methods `app.py` may have wrapped). Loads no model."""
+    settings = settings or AppSettings()
+    limits = settings.limits or handlers.limits
+    with gr.Blocks(title="MagicID · photos of your people", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
+        gr.Markdown("# MagicID\nPhotos of **specific people**, alone or together, placed where you want them.")
+        gr.Markdown(_banner_text(banner, is_miniature), elem_id="banner", elem_classes=["tiny"] if is_miniature else [])
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                layout_fns = LayoutFns(handlers.template_layout, handlers.photo_layout, handlers.layout_from_file)
+                tab = create_generate_tab(
+                    handlers.generate, handlers.encode_identity, handlers.rename_identity, layout_fns, limits,
+                    max_images=settings.max_images,
+                )  # fmt: skip
+                _examples(tab, handlers, limits)
+                _parameter_reader(tab, handlers, limits)
+            with gr.Tab("Restore faces", id="restore"):
+                create_restore_tab(handlers.restore)
+        gr.Markdown(
+            "Each PNG you download carries its settings: drop it into *Reuse settings from a PNG* to reproduce it. "
+            "Your photos are only used for your own requests and are deleted from the server within two hours."
+        )
+    return demo
+
+
+def _banner_text(banner: str, is_miniature: bool) -> str:
+    text = f"**Model profile** · {banner}"
+    if is_miniature:
+        text += (
+            "\n\nTo run this app with real weights, start it with `MAGICID_PROFILE=hub python app.py` "
+            "(Stable Diffusion 1.5 + ControlNet + IP-Adapter-FaceID from the Hugging Face Hub), or "
+            "`MAGICID_PROFILE=magicid MAGICID_MAGICID_WEIGHTS=/path/to/weights python app.py`."
+        )
+    return text
+
+
+def _examples(tab: GenerateTab, handlers: AppHandlers, limits: Limits) -> None:
+    layout_file = gr.Textbox(label="Layout", visible=False)  # example layout file name; loading it fills the editor
+
+    def load_example_layout(name: str):
+        if not name:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        with user_errors():
+            layout = handlers.layout_from_file(str(EXAMPLES_DIR / "layouts" / name))
+        size = (layout.width, layout.height)
+        size_update = size_label(*size) if size in limits.size_choices else gr.skip()
+        return layout, canvas_html(layout), len(layout.people), size_update
+
+    gr.Examples(
+        examples=[row for row in EXAMPLES if (EXAMPLES_DIR / "layouts" / row[2]).is_file()],
+        inputs=[tab.prompt, tab.style, layout_file], label="Examples (then upload a photo per person)",
+    )  # fmt: skip
+    # the number of people follows the layout; its change event then assigns identities left to right
+    layout_file.change(
+        load_example_layout, layout_file, [tab.editor.layout, tab.editor.canvas, tab.num_people, tab.editor.size]
+    )
+
+
+def _parameter_reader(tab: GenerateTab, handlers: AppHandlers, limits: Limits) -> None:
+    with gr.Accordion("Reuse settings from a PNG", open=False):
+        png = gr.File(label="Drop a PNG made by MagicID", file_types=[".png"], elem_id="parameters-png")
+        summary = gr.Markdown()
+    controls = {
+        "prompt": tab.prompt, "negative_prompt": tab.negative_prompt, "style": tab.style, "seed": tab.seed,
+        "steps": tab.steps, "guidance_scale": tab.guidance, "id_scale": tab.id_scale,
+        "controlnet_scale": tab.controlnet_scale, "num_images": tab.num_images, "diir_mode": tab.diir_mode,
+        "diir_threshold_px": tab.diir_threshold,
+    }  # fmt: skip
+    outputs = [*controls.values(), tab.randomize_seed, tab.editor.size, tab.editor.layout, tab.editor.canvas, summary]
+
+    def on_png(path):
+        if not path:
+            return [gr.skip()] * len(outputs)
+        with user_errors():
+            values = controls_from_parameters(handlers.read_parameters(path))
+        updates = [values[name] if name in values else gr.skip() for name in controls]
+        size = values.get("size")
+        size_update = size_label(*size) if size in limits.size_choices else gr.skip()
+        layout = values.get("layout")
+        layout_updates = [layout, canvas_html(layout)] if layout is not None else [gr.skip(), gr.skip()]
+        note = f"Settings restored (seed {values.get('seed', '?')}). Upload the same people's photos, then Generate."
+        return [*updates, False, size_update, *layout_updates, note]
+
+    png.upload(on_png, png, outputs)
