@@ -1,7 +1,8 @@
 """MagicID web app (Gradio; Hugging Face Spaces entry point). Composition only: settings, engine, widgets, queue.
 
 Environment:
-    MAGICID_PROFILE       tiny (default: miniature offline model) | hub | magicid; MAGICID_* overrides weights
+    MAGICID_PROFILE       tiny | hub | magicid (default: hub on a Space or when its weights are cached, else tiny);
+                          MAGICID_* overrides weights
     MAGICID_MAX_IMAGES    images per request (default 4)
     MAGICID_QUEUE_SIZE    requests waiting at most; later ones are told the app is busy (default 16)
     GRADIO_SERVER_NAME / GRADIO_SERVER_PORT   where to listen (Gradio's own variables)
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from magicid.config import Limits, ProfileConfig
+from magicid.config import Limits, ProfileConfig, default_profile_name
 from ui.blocks import CSS, AppSettings, build_app
 from ui.handlers import AppHandlers
 
@@ -38,7 +39,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            profile=os.environ.get("MAGICID_PROFILE", "tiny"),
+            profile=default_profile_name(),
             max_images=int(os.environ.get("MAGICID_MAX_IMAGES", os.environ.get("MAX_IMAGES", 4))),
             queue_size=int(os.environ.get("MAGICID_QUEUE_SIZE", 16)),
         )

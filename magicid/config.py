@@ -72,8 +72,8 @@ class ProfileConfig:
 
     @classmethod
     def from_env(cls, name: str | None = None, **overrides) -> ProfileConfig:
-        """Profile `name` (default: env MAGICID_PROFILE, else `tiny`) with MAGICID_* env overrides applied."""
-        config = cls(name=name or os.environ.get("MAGICID_PROFILE", "tiny"))
+        """Profile `name` (default: `default_profile_name()`) with MAGICID_* env overrides applied."""
+        config = cls(name=name or default_profile_name())
         for key in config.__dataclass_fields__:
             value = os.environ.get(f"MAGICID_{key.upper()}")
             if value is not None and key != "name":
@@ -84,6 +84,19 @@ class ProfileConfig:
         if config.name not in PROFILES:
             raise ValueError(f"Unknown profile {config.name!r}; choose one of {', '.join(PROFILES)}.")
         return config
+
+
+def default_profile_name() -> str:
+    """MAGICID_PROFILE if set; else `hub` where the Hub is at hand (on a Space, or its base model already in the
+    local Hugging Face cache, as `preload_from_hub` leaves it); else the offline `tiny` profile."""
+    if os.environ.get("MAGICID_PROFILE"):
+        return os.environ["MAGICID_PROFILE"]
+    if os.environ.get("SPACE_ID"):
+        return "hub"
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(ProfileConfig.base_model, "model_index.json")
+    return "hub" if isinstance(cached, str) else "tiny"
 
 
 @dataclass

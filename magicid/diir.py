@@ -272,7 +272,7 @@ def restore(
         raise MagicIDError("No reference identity given: add at least one photo of the person to restore")
     image = load_image(image)
     result = RestorationResult(image=image.copy())
-    candidates = list(faces) if faces is not None else _small_faces(image, config.threshold_px)
+    candidates = list(faces) if faces is not None else small_faces(image, config.threshold_px)
     if not candidates:
         result.messages.append(f"No face smaller than {config.threshold_px} px found: the image is unchanged")
         return result
@@ -404,7 +404,7 @@ def _resolution(pipe, config: DIIRConfig) -> int:
     return config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 
-def _small_faces(image: Image.Image, threshold_px: int) -> list[Face]:
+def small_faces(image: Image.Image, threshold_px: int) -> list[Face]:
     return [face for face in detect_faces(image) if face.size < threshold_px]
 
 

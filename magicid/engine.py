@@ -143,7 +143,9 @@ class MagicID:
         images, debug_images = list(output.images), _condition_debug_images(conditions)
         restored = _should_restore(config, conditions.layout, len(identities))
         if restored:
-            images = self._restore_all(images, identities, conditions, debug_images, messages, progress)
+            images = self._restore_all(
+                images, identities, config, conditions.layout, debug_images, messages, progress
+            )
         report = self._report(images, conditions.layout, identities, messages)
         return GenerationResult(
             images=images,
@@ -162,14 +164,18 @@ class MagicID:
 
     # --- helpers --------------------------------------------------------------------------------------------
 
-    def _restore_all(self, images, identities, conditions, debug_images, messages, progress):
+    def _restore_all(self, images, identities, config, layout, debug_images, messages, progress):
+        """DIIR on each generated image; each small face keeps the identity the layout put there."""
         from magicid import diir
 
         pipe, encoder = self._load()
-        config = DIIRConfig(seed=0)
+        diir_config = DIIRConfig(threshold_px=config.restore_threshold_px, seed=config.seed)
+        boxes = layout.identity_boxes(len(identities))
         restored = []
         for image in images:
-            result = diir.restore(pipe, encoder, image, identities, config, progress=progress)
+            faces = diir.small_faces(image, diir_config.threshold_px)
+            assignment = layout_assignment(faces, boxes)
+            result = diir.restore(pipe, encoder, image, identities, diir_config, faces, assignment, progress)
             restored.append(result.image)
             debug_images += result.debug_images
             messages += result.messages
@@ -225,9 +231,21 @@ def _should_restore(config: GenerationConfig, layout, num_identities: int) -> bo
     """`restore_small_faces=None`: restore when some face region is smaller than DIIR's threshold (paper: 100 px)."""
     if config.restore_small_faces is not None:
         return config.restore_small_faces
-    threshold = DIIRConfig().threshold_px
+    threshold = config.restore_threshold_px
     boxes = layout.identity_boxes(num_identities)
     return any(min(box[2] - box[0], box[3] - box[1]) < threshold for box in boxes)
+
+
+def layout_assignment(faces: list, identity_boxes: list) -> list[int | None]:
+    """Per detected face, the identity whose layout region it overlaps most; None (left alone) for no overlap."""
+    from magicid.facesim import iou
+
+    assignment = []
+    for face in faces:
+        overlaps = [iou(face.box, box) if box is not None else 0.0 for box in identity_boxes]
+        best = int(np.argmax(overlaps)) if overlaps else 0
+        assignment.append(best if overlaps and overlaps[best] > 0 else None)
+    return assignment
 
 
 def _step_callback(progress: Progress | None, total: int):

@@ -141,6 +141,12 @@ def _load_hub(config: ProfileConfig, embedder: FaceEmbedder | None):
         "OpenPose ControlNet", config.openpose_controlnet, "MAGICID_OPENPOSE_CONTROLNET",
         lambda: ControlNetModel.from_pretrained(config.openpose_controlnet, local_files_only=local),
     )
+    landmark_controlnet = fetcher(
+        "face-landmark ControlNet (DIIR)", config.landmark_controlnet, "MAGICID_LANDMARK_CONTROLNET",
+        lambda: ControlNetModel.from_pretrained(
+            config.landmark_controlnet, subfolder=config.landmark_controlnet_subfolder, local_files_only=local
+        ),
+    )
     image_encoder = _load_image_encoder(config.image_encoder, local, fetcher)
     adapter_file = fetcher(
         "IP-Adapter FaceID-Plus", f"{config.ip_adapter_repo}/{config.ip_adapter_weight}",
@@ -153,6 +159,8 @@ def _load_hub(config: ProfileConfig, embedder: FaceEmbedder | None):
         feature_extractor=CLIPImageProcessor(), id_mode="unet",
     )
     pipe.load_ip_adapter(str(adapter_file.parent), subfolder="", weight_name=adapter_file.name, image_encoder_folder=None)
+    # Not a registered module (the pipeline's signature has one ControlNet); DIIR swaps it in while restoring.
+    pipe.landmark_controlnet = landmark_controlnet.to(pipe.device, pipe.controlnet.dtype)
     resampler = adopt_faceid_plus(pipe, shortcut="v2" in config.ip_adapter_weight.lower())
     embedder = embedder or get_face_embedder("arcface")
     _check_embedder(embedder, resampler, "the IP-Adapter FaceID weights")

@@ -101,3 +101,15 @@ def test_bad_settings_fail_before_loading(settings, message, obama):
 def test_no_identity_is_refused(engine):
     with pytest.raises(MagicIDError, match="at least one identity"):
         engine.generate(GenerationConfig(prompt="x", **FAST), [])
+
+
+def test_small_faces_keep_the_identity_the_layout_put_there():
+    from magicid.engine import layout_assignment
+    from magicid.perception import Face
+
+    def face(x0, y0, x1, y1):
+        return Face(box=np.array([x0, y0, x1, y1], float), score=0.99, kps5=np.zeros((5, 2)))
+
+    boxes = [np.array([0, 0, 50, 50], float), None, np.array([100, 0, 150, 50], float)]
+    faces = [face(105, 5, 150, 45), face(300, 300, 340, 340), face(2, 2, 45, 48)]
+    assert layout_assignment(faces, boxes) == [2, None, 0]

@@ -214,3 +214,40 @@ def test_arcface_embedder_runs_insightface_onnx_on_the_aligned_crop(testdata, tm
     expected = mean_rgb @ weight
     np.testing.assert_allclose(embedding, expected / np.linalg.norm(expected), atol=1e-4)
     assert embedding.dtype == np.float32
+
+
+class _FakeScrfd:
+    """Stands in for insightface's SCRFD: two faces in the detection copy's pixels, one below its threshold."""
+
+    def __init__(self):
+        self.calls = []
+
+    def detect(self, bgr: np.ndarray, input_size: tuple[int, int]):
+        self.calls.append((bgr.shape, input_size))
+        detections = np.array([[100, 100, 140, 150, 0.95], [300, 80, 420, 230, 0.88], [10, 10, 20, 20, 0.3]])
+        points = np.tile(np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]]), (3, 1, 1))
+        points = points * (detections[:, None, 2:4] - detections[:, None, :2]) + detections[:, None, :2]
+        return detections.astype(np.float32), points.astype(np.float32)
+
+
+def test_insightface_detector_is_used_when_present(monkeypatch):
+    from magicid.perception import models
+
+    fake = _FakeScrfd()
+    monkeypatch.setattr(models, "scrfd", lambda: fake)
+    image = Image.new("RGB", (2560, 1440))  # detection copy: 1280 x 720, so coordinates double on the way back
+    faces = detect_faces(image)
+    assert fake.calls == [((720, 1280, 3), (1280, 736))]
+    assert [face.score for face in faces] == pytest.approx([0.88, 0.95])  # largest first, 0.3 dropped
+    np.testing.assert_allclose(faces[0].box, [600, 160, 840, 460])
+    np.testing.assert_allclose(faces[1].kps5[0], [(100 + 0.3 * 40) * 2, (100 + 0.4 * 50) * 2], rtol=1e-5)
+
+
+def test_insightface_detector_is_found_in_its_pack(tmp_path, monkeypatch):
+    from magicid.perception import models
+
+    monkeypatch.setenv("MAGICID_INSIGHTFACE_ROOT", str(tmp_path))
+    assert models.find_scrfd_model() is None and models.scrfd() is None
+    (tmp_path / "models/antelopev2").mkdir(parents=True)
+    (tmp_path / "models/antelopev2/scrfd_10g_bnkps.onnx").write_bytes(b"")
+    assert models.find_scrfd_model() == tmp_path / "models/antelopev2/scrfd_10g_bnkps.onnx"

@@ -107,3 +107,33 @@ def test_local_renderer_matches_controlnet_aux():
 
 def test_empty_pose_list_gives_black_canvas():
     assert np.asarray(draw_openpose([], 64, 32)).max() == 0
+
+
+def test_controlnet_aux_detector_is_used_when_its_weights_exist(monkeypatch):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from magicid.perception import poses
+
+    def person(x: float):
+        keypoints = [SimpleNamespace(x=x, y=0.1 + 0.04 * i, score=0.8) for i in range(18)]
+        keypoints[4] = None  # right wrist not found
+        return SimpleNamespace(body=SimpleNamespace(keypoints=keypoints))
+
+    fake = SimpleNamespace(detect_poses=lambda pixels: [person(0.7), person(0.2)])
+    monkeypatch.setattr(poses, "_openpose_detector", lambda: fake)
+    persons = detect_poses(Image.new("RGB", (64, 64)), faces=[])
+    assert [round(p[0, 0], 2) for p in persons] == [0.2, 0.7]  # left to right
+    assert persons[0][4, 2] == 0 and persons[0][1].tolist() == pytest.approx([0.2, 0.14, 0.8])
+
+
+def test_annotator_folder_needs_all_three_files(tmp_path, monkeypatch):
+    from magicid.perception.poses import ANNOTATOR_FILES, openpose_annotator_dir
+
+    monkeypatch.setenv("MAGICID_ANNOTATORS", str(tmp_path))
+    (tmp_path / ANNOTATOR_FILES[0]).write_bytes(b"")
+    assert openpose_annotator_dir() is None
+    for name in ANNOTATOR_FILES[1:]:
+        (tmp_path / name).write_bytes(b"")
+    assert openpose_annotator_dir() == tmp_path

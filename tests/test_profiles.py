@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import ControlNetModel, StableDiffusionPipeline
 from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
 from PIL import Image
 
@@ -93,6 +93,7 @@ def hub_folders(tmp_path_factory, tiny_components):
         parts.vae, parts.text_encoder, parts.tokenizer, parts.unet, parts.scheduler, None, None, None, False
     ).save_pretrained(root / "base")
     parts.controlnet.save_pretrained(root / "controlnet")
+    parts.controlnet.save_pretrained(root / "landmark" / "diffusion_sd15")  # the public model's subfolder layout
     parts.image_encoder.save_pretrained(root / "clip")
 
     torch.manual_seed(1)
@@ -121,9 +122,11 @@ def test_hub_layout_loads_faceid_plusv2_weights_and_runs(hub_folders):
     config = ProfileConfig(
         name="hub", base_model=str(root / "base"), vae=None, openpose_controlnet=str(root / "controlnet"),
         ip_adapter_repo=str(root / "ipa"), ip_adapter_weight=FACEID_PLUS_FILE, image_encoder=str(root / "clip"),
+        landmark_controlnet=str(root / "landmark"),
     )  # fmt: skip
     pipe, encoder = load_profile(config, embedder=FakeEmbedder(512))
     assert pipe.id_mode == "unet" and pipe.unet.encoder_hid_proj is None
+    assert isinstance(pipe.landmark_controlnet, ControlNetModel)  # DIIR's landmark condition in this profile
     loaded = encoder.resampler.projection.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in projection.state_dict().items())
     assert encoder.resampler.config.shortcut is False  # "v2" only in the PlusV2 file name
@@ -141,6 +144,7 @@ def test_hub_profile_refuses_a_face_embedder_of_the_wrong_size(hub_folders):
     config = ProfileConfig(
         name="hub", base_model=str(root / "base"), vae=None, openpose_controlnet=str(root / "controlnet"),
         ip_adapter_repo=str(root / "ipa"), ip_adapter_weight=FACEID_PLUS_FILE, image_encoder=str(root / "clip"),
+        landmark_controlnet=str(root / "landmark"),
     )  # fmt: skip
     with pytest.raises(MissingWeightsError, match="512-d.*ArcFace"):
         load_profile(config, embedder=FakeEmbedder(128))
@@ -174,7 +178,9 @@ def test_missing_hub_weights_offline_name_the_component():
         load_profile(ProfileConfig(name="hub"), embedder=FakeEmbedder(512))
     message = str(error.value)
     defaults = ProfileConfig()
-    for component in ("base model", "VAE", "OpenPose ControlNet", "CLIP image encoder", "IP-Adapter FaceID-Plus"):
+    components = ("base model", "VAE", "OpenPose ControlNet", "face-landmark ControlNet", "CLIP image encoder",
+                  "IP-Adapter FaceID-Plus")  # fmt: skip
+    for component in components:
         assert component in message
     for source in (defaults.base_model, defaults.openpose_controlnet, defaults.ip_adapter_weight, defaults.image_encoder):
         assert source in message

@@ -68,11 +68,11 @@ def data_dir(tmp_path_factory, testdata) -> Path:
 
 
 def tiny_test_config(**overrides):
-    settings = dict(
-        resolution=RESOLUTION, learning_rate=1e-3, cfa_min_resolution=4, checkpointing_steps=100,
-        validation_steps=100, validation_inference_steps=2, stages=[Stage("landmark-only", "landmarks", 10),
-        Stage("skeleton", "skeleton", 10), Stage("all", "all", 10)],
-    )  # fmt: skip
+    stages = [Stage("landmark-only", "landmarks", 10), Stage("skeleton", "skeleton", 10), Stage("all", "all", 10)]
+    settings = {
+        "resolution": RESOLUTION, "learning_rate": 1e-3, "cfa_min_resolution": 4, "checkpointing_steps": 100,
+        "validation_steps": 100, "validation_inference_steps": 2, "stages": stages,
+    }  # fmt: skip
     return load_config("tiny", **{**settings, **overrides})
 
 
@@ -108,11 +108,11 @@ def test_checkpoint_holds_state_and_magicid_weights(trained):
 
 
 def test_final_weights_load_with_magicid_profile_and_generate(trained, data_dir):
+    from safetensors.torch import load_file
+
     from magicid.config import ProfileConfig
     from magicid.perception import DlibEmbedder
     from magicid.profiles import load_profile
-    from safetensors.torch import load_file
-
     from train.idzoom import read_dataset
 
     _, out_dir = trained
@@ -177,8 +177,103 @@ def test_two_process_path_runs_with_debug_launcher(data_dir, tmp_path):
     assert (tmp_path / "final" / "magicid.json").is_file()
 
 
+def test_pretrained_base_from_a_local_diffusers_folder(tiny_components, data_dir, tmp_path):
+    """The non-tiny loading path (`from_pretrained` of an SD1.5 folder + CLIP-vision), on tiny weights saved to disk."""
+    from magicid.config import ProfileConfig
+    from magicid.perception import DlibEmbedder
+    from magicid.profiles import load_profile
+    from train.train_mmf import train
+
+    base = tmp_path / "sd15"
+    for name in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"):
+        getattr(tiny_components, name).save_pretrained(base / name)
+    tiny_components.image_encoder.save_pretrained(tmp_path / "clip")
+    config = tiny_test_config(base=str(base), vae=None, image_encoder=str(tmp_path / "clip"), train_batch_size=1)
+    result = train(config, data_dir, tmp_path / "out", max_steps=1)
+    assert result.global_step == 1 and np.isfinite(result.losses[0]["loss"])
+    metadata = json.loads((tmp_path / "out" / "final" / "magicid.json").read_text())
+    assert (metadata["base_model"], metadata["vae"]) == (str(base), None)
+    profile = ProfileConfig(name="magicid", magicid_weights=str(tmp_path / "out" / "final"))
+    pipe, encoder = load_profile(profile, DlibEmbedder())
+    assert encoder.resampler.config.id_embeddings_dim == EMBED_DIM
+    assert list(pipe.unet.config.block_out_channels) == list(tiny_components.unet.config.block_out_channels)
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one mixed-precision setting per process; this test needs another one (as accelerate's own
+    tests do, through its internal reset)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+def test_bf16_mixed_precision_with_gradient_accumulation(data_dir, tmp_path, fresh_accelerator_state):
+    from safetensors.torch import load_file
+
+    from train.train_mmf import train
+
+    config = tiny_test_config(mixed_precision="bf16", gradient_accumulation_steps=2)
+    result = train(config, data_dir, tmp_path, max_steps=2)
+    assert [entry["step"] for entry in result.losses] == [0, 1]
+    weights = load_file(next((tmp_path / "final" / "controlnet").glob("*.safetensors")))
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}  # trained weights stay fp32
+    assert (tmp_path / "validation" / "step-2-0.png").is_file()  # validation runs under autocast
+
+
 def test_cli_reports_bad_data_folder_in_one_line(tmp_path, capsys):
     from train.train_mmf import main
 
     assert main(["--config", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "no finished shards" in capsys.readouterr().err
+
+
+def test_paper_config_defaults_and_stage_schedule(tmp_path):
+    from magicid.errors import TrainingDataError
+    from train.configs import paper_config
+
+    paper = paper_config()
+    assert (paper.learning_rate, paper.cfa_weight, paper.clone_every, paper.null_text_prob) == (1e-4, 0.2, 10, 0.1)
+    assert [(stage.condition, stage.steps) for stage in paper.stages] == [
+        ("landmarks", 50_000), ("skeleton", 100_000), ("all", 1_000_000)
+    ]  # fmt: skip
+    assert paper.stage_at(49_999).condition == "landmarks" and paper.stage_at(50_000).condition == "skeleton"
+    assert paper.stage_at(150_000).condition == "all" and paper.stage_at(10**8).condition == "all"
+    overrides = tmp_path / "run.json"
+    overrides.write_text(json.dumps({"base_config": "tiny", "resolution": 512, "cfa_min_resolution": 32}))
+    custom = load_config(str(overrides))
+    assert (custom.base, custom.resolution, custom.cfa_min_resolution) == ("tiny", 512, 32)
+    overrides.write_text(json.dumps({"learning_rat": 1}))
+    with pytest.raises(TrainingDataError, match="learning_rat"):
+        load_config(str(overrides))
+
+
+def test_training_example_crops_around_the_face(data_dir):
+    from transformers import CLIPImageProcessor
+
+    from magicid.tiny import tiny_tokenizer
+    from train.dataset import condition_images, face_square, training_example
+    from train.idzoom import read_dataset
+
+    record = read_dataset(data_dir)[0]
+    tokenizer = tiny_tokenizer()
+    example = training_example(record, RESOLUTION, tokenizer, CLIPImageProcessor(), null_text=False)
+    assert example["pixel_values"].shape == (3, RESOLUTION, RESOLUTION)
+    assert -1.0 <= example["pixel_values"].min() < example["pixel_values"].max() <= 1.0
+    x0, y0, x1, y1 = example["face_box"].tolist()
+    crop_x0, crop_y0, crop_x1, _ = face_square(record.image.size, record.face_box)
+    assert crop_x1 - crop_x0 == min(record.image.size)
+    assert crop_x0 < record.face_box[0] and record.face_box[2] < crop_x1  # the square keeps the face
+    assert x0 == pytest.approx((record.face_box[0] - crop_x0) / (crop_x1 - crop_x0), abs=0.02)
+    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    null = training_example(record, RESOLUTION, tokenizer, CLIPImageProcessor(), null_text=True)
+    assert not torch.equal(null["input_ids"], example["input_ids"])
+    batch = {key: value.unsqueeze(0).repeat(6, *[1] * value.ndim) for key, value in example.items()}
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(condition_images(batch, "landmarks", generator), batch["landmarks"])
+    mixed = condition_images(batch, "all", generator)
+    both = torch.maximum(batch["skeleton"], batch["landmarks"])
+    assert all(any(torch.equal(mixed[i], option[i]) for option in (batch["landmarks"], batch["skeleton"], both))
+               for i in range(6))  # fmt: skip

@@ -85,7 +85,7 @@ def load_captions(images_dir: Path, captions_file: Path | None = None) -> dict[s
                 entry = json.loads(line)
                 captions[entry["file"]] = entry["caption"]
             except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise TrainingDataError(f"{path} line {number}: expected {{\"file\": ..., \"caption\": ...}}") from error
+                raise TrainingDataError(f'{path} line {number}: expected {{"file": ..., "caption": ...}}') from error
     return captions
 
 

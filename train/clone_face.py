@@ -29,9 +29,7 @@ def strip_start(face_box_norm: torch.Tensor, width: int) -> int:
     return int(min(max(round(center - half / 2), 0), width - half))
 
 
-def clone_batch(
-    tensors: list[torch.Tensor], face_boxes_norm: torch.Tensor
-) -> tuple[list[torch.Tensor], CloneRegions]:
+def clone_batch(tensors: list[torch.Tensor], face_boxes_norm: torch.Tensor) -> tuple[list[torch.Tensor], CloneRegions]:
     """Clone every (B, C, H, W) tensor of `tensors` (image, pose, ...) with the same strips; return the regions.
 
     All tensors must share B, H and an even W; `face_boxes_norm` is (B, 4) in [0, 1] of the original images.
@@ -59,9 +57,7 @@ def clone_regions(face_boxes_norm: torch.Tensor, starts: list[int], width: int) 
     return CloneRegions(m1=boxes, m2=shifted)
 
 
-def paired_windows(
-    m1: torch.Tensor, m2: torch.Tensor, height: int, width: int
-) -> tuple[slice, slice, slice]:
+def paired_windows(m1: torch.Tensor, m2: torch.Tensor, height: int, width: int) -> tuple[slice, slice, slice]:
     """Rows and the two column ranges of `M1` / `M2` on a `height` x `width` grid, with identical sizes.
 
     The size comes from `M1` (grown outward to whole cells, at least one cell); `M2` is the same window moved

@@ -91,7 +91,9 @@ class MMFDataset(IterableDataset):
     ):
         self.paths = shard_paths(data_dir)
         if not self.paths:
-            raise TrainingDataError(f"no finished shards (shard-*.tar) in {data_dir}: run python -m train.build_dataset")
+            raise TrainingDataError(
+                f"no finished shards (shard-*.tar) in {data_dir}: run python -m train.build_dataset"
+            )
         self.resolution, self.tokenizer, self.feature_extractor = resolution, tokenizer, feature_extractor
         self.null_text_prob, self.rank, self.world_size = null_text_prob, rank, world_size
         self.seed, self.shuffle_buffer = seed, shuffle_buffer

@@ -110,7 +110,9 @@ class CrossAttentionRecorder:
 
     def __init__(self, model: torch.nn.Module):
         self.modules = [
-            module for name, module in model.named_modules() if name.endswith("attn2") and isinstance(module, Attention)
+            module
+            for name, module in model.named_modules()
+            if name.endswith("attn2") and isinstance(module, Attention)
         ]
         if not self.modules:
             raise ValueError(f"{type(model).__name__} has no cross-attention (attn2) modules to record")

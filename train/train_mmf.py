@@ -20,13 +20,15 @@ import logging
 import math
 import shutil
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration, set_seed
+from PIL import Image, ImageChops
 from torch.utils.data import DataLoader
 
 from magicid.errors import MagicIDError, TrainingDataError
@@ -94,7 +96,9 @@ def load_models(config: MMFConfig, id_embeddings_dim: int) -> tuple[FrozenModels
         vae, unet, text_encoder, tokenizer = parts.vae, parts.unet, parts.text_encoder, parts.tokenizer
         image_encoder, feature_extractor = parts.image_encoder, parts.feature_extractor
         controlnet = parts.controlnet
-        resampler = IDResampler.tiny(id_embeddings_dim, image_encoder.config.hidden_size, unet.config.cross_attention_dim)
+        resampler = IDResampler.tiny(
+            id_embeddings_dim, image_encoder.config.hidden_size, unet.config.cross_attention_dim
+        )
         scheduler_config = dict(parts.scheduler.config)
     else:
         vae, unet, text_encoder, tokenizer, image_encoder, feature_extractor = _load_pretrained(config)
@@ -103,6 +107,7 @@ def load_models(config: MMFConfig, id_embeddings_dim: int) -> tuple[FrozenModels
             id_embeddings_dim=id_embeddings_dim,
             clip_embeddings_dim=image_encoder.config.hidden_size,
             cross_attention_dim=unet.config.cross_attention_dim,
+            embed_dims=unet.config.cross_attention_dim,  # FaceID-PlusV2's shortcut adds tokens of both widths
         )
         scheduler_config = dict(DDPMScheduler.load_config(config.base, subfolder="scheduler"))
     install_id_attention(controlnet, num_tokens=config.num_id_tokens)
@@ -125,10 +130,10 @@ def _load_pretrained(config: MMFConfig):
     from magicid.errors import MissingWeightsError
 
     try:
-        vae_source = dict(pretrained_model_name_or_path=config.vae) if config.vae else dict(
-            pretrained_model_name_or_path=config.base, subfolder="vae")  # fmt: skip
+        vae = AutoencoderKL.from_pretrained(config.vae) if config.vae else AutoencoderKL.from_pretrained(
+            config.base, subfolder="vae")  # fmt: skip
         return (
-            AutoencoderKL.from_pretrained(**vae_source),
+            vae,
             UNet2DConditionModel.from_pretrained(config.base, subfolder="unet"),
             CLIPTextModel.from_pretrained(config.base, subfolder="text_encoder"),
             CLIPTokenizer.from_pretrained(config.base, subfolder="tokenizer"),
@@ -177,7 +182,9 @@ def training_step(
     condition = condition_images(batch, config.stage_at(step).condition, generator)
     clone = is_clone_step(step, config.clone_every)
     if clone:
-        (batch["pixel_values"], condition), regions = clone_batch([batch["pixel_values"], condition], batch["face_box"])
+        (batch["pixel_values"], condition), regions = clone_batch(
+            [batch["pixel_values"], condition], batch["face_box"]
+        )
     encoded = encode_batch(frozen, batch, weight_dtype, accelerator.device)
     latents = encoded["latents"]
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
@@ -237,9 +244,9 @@ def export_weights(directory: Path, model: MMFModel, config: MMFConfig, metadata
     """The `magicid` profile's on-disk layout (see `magicid.profiles.save_magicid_weights`)."""
     from magicid.profiles import save_magicid_weights
 
-    sources = {"base_model": config.base, "image_encoder": config.image_encoder, "training_config": config.name}
-    if config.vae:
-        sources["vae"] = config.vae
+    # vae None (the base model's own) is written too, so the loader does not fall back to its default VAE
+    sources = {"base_model": config.base, "image_encoder": config.image_encoder, "vae": config.vae,
+               "training_config": config.name}  # fmt: skip
     save_magicid_weights(directory, model.controlnet, model.resampler, {**metadata, **sources})
 
 
@@ -252,16 +259,41 @@ def _checkpoint_step(path: Path) -> int:
     return int(path.name.rsplit("-", 1)[1])
 
 
-def save_checkpoint(accelerator: Accelerator, model, config: MMFConfig, out_dir: Path, step: int, meta: dict) -> None:
-    """`accelerator.save_state` (safetensors) + the exported `magicid/` weights; keeps the newest few."""
+def save_checkpoint(accelerator: Accelerator, config: MMFConfig, out_dir: Path, step: int) -> Path:
+    """`accelerator.save_state` (safetensors) on every process; the main process keeps the newest few."""
     path = out_dir / "checkpoints" / f"checkpoint-{step}"
     accelerator.save_state(str(path), safe_serialization=True)
+    if accelerator.is_main_process and config.checkpoints_total_limit:
+        old = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=_checkpoint_step)
+        for stale in old[: -config.checkpoints_total_limit]:
+            shutil.rmtree(stale)
+    return path
+
+
+def is_sharded(accelerator: Accelerator) -> bool:
+    """FSDP or DeepSpeed ZeRO-3: no process holds the whole model."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = accelerator.state.deepspeed_plugin
+    return accelerator.distributed_type == DistributedType.DEEPSPEED and plugin.zero_stage == 3
+
+
+def exportable_model(accelerator: Accelerator, model, rebuild: Callable[[], MMFModel]) -> MMFModel:
+    """The full trained `MMFModel` (every process must call this: sharded weights are gathered collectively)."""
+    if not is_sharded(accelerator):
+        return accelerator.unwrap_model(model)
+    state = accelerator.get_state_dict(model)
+    fresh = rebuild()
     if accelerator.is_main_process:
-        export_weights(path / "magicid", accelerator.unwrap_model(model), config, {**meta, "global_step": step})
-        if config.checkpoints_total_limit:
-            old = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=_checkpoint_step)
-            for stale in old[: -config.checkpoints_total_limit]:
-                shutil.rmtree(stale)
+        fresh.load_state_dict(state)
+    return fresh.to(accelerator.device)
+
+
+def configure_deepspeed(accelerator: Accelerator, config: MMFConfig) -> None:
+    """The dataloader is not prepared (each process streams its shards), so DeepSpeed learns the batch size here."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.is_auto("train_micro_batch_size_per_gpu"):
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.train_batch_size
 
 
 @dataclass
@@ -271,11 +303,27 @@ class TrainResult:
     final_dir: Path | None
 
 
+@dataclass
+class _Run:
+    """What the steps after each optimisation step need."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module  # as prepared (DDP / FSDP / DeepSpeed wrapper)
+    frozen: FrozenModels
+    config: MMFConfig
+    data_dir: Path
+    out_dir: Path
+    total_steps: int
+    meta: dict
+    rebuild: Callable[[], MMFModel]  # a fresh model to gather sharded weights into
+
+
 def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_steps: int | None = None,
           resume: bool = False) -> TrainResult:  # fmt: skip
     """Run MMF training (every process of an `accelerate launch` calls this)."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     accelerator = make_accelerator(config, out_dir)
+    configure_deepspeed(accelerator, config)
     set_seed(config.seed + accelerator.process_index)
     id_dim, embedder_name = dataset_embedding_dim(data_dir)
     frozen, model = load_models(config, id_dim)
@@ -289,18 +337,20 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
     )  # fmt: skip
     model, optimizer = accelerator.prepare(model, optimizer)
     for part in (frozen.vae, frozen.unet, frozen.text_encoder, frozen.image_encoder):
-        part.to(accelerator.device, dtype=weight_dtype)
-    total_steps = max_steps if max_steps is not None else config.total_steps
-    global_step = _maybe_resume(accelerator, out_dir, resume)
+        part.to(accelerator.device, **({"dtype": weight_dtype} if part.dtype != weight_dtype else {}))
     meta = {"id_embeddings_dim": id_dim, "face_embedder": embedder_name, "num_tokens": config.num_id_tokens,
             "resolution": config.resolution}  # fmt: skip
+    run = _Run(accelerator, model, frozen, config, data_dir, out_dir,
+               max_steps if max_steps is not None else config.total_steps, meta,
+               rebuild=lambda: load_models(config, id_dim)[1])  # fmt: skip
+    global_step = _maybe_resume(accelerator, out_dir, resume)
     if accelerator.is_main_process:
         (out_dir / "logs").mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     generator = torch.Generator().manual_seed(config.seed * 7919 + accelerator.process_index + global_step)
     losses = []
     batches = iter(make_dataloader(config, data_dir, frozen, accelerator))
-    while global_step < total_steps:
+    while global_step < run.total_steps:
         with accelerator.accumulate(model):
             step_losses = training_step(model, frozen, next(batches), global_step, config, recorder, accelerator,
                                         weight_dtype, generator)  # fmt: skip
@@ -314,8 +364,8 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
         entry = _log_entry(accelerator, step_losses, global_step, config)
         losses.append(entry)
         global_step += 1
-        _after_step(accelerator, model, frozen, config, data_dir, out_dir, global_step, total_steps, meta, entry)
-    return _finish(accelerator, model, config, out_dir, global_step, losses, meta)
+        _after_step(run, global_step, entry)
+    return _finish(run, global_step, losses)
 
 
 def _maybe_resume(accelerator: Accelerator, out_dir: Path, resume: bool) -> int:
@@ -331,30 +381,46 @@ def _maybe_resume(accelerator: Accelerator, out_dir: Path, resume: bool) -> int:
 
 
 def _log_entry(accelerator: Accelerator, losses: dict, step: int, config: MMFConfig) -> dict:
-    reduced = {name: accelerator.reduce(value.detach().float(), reduction="mean").item() for name, value in losses.items()}
+    reduced = {
+        name: accelerator.reduce(value.detach().float(), reduction="mean").item() for name, value in losses.items()
+    }
     entry = {"step": step, "stage": config.stage_at(step).name, **reduced}
     if not all(math.isfinite(value) for value in reduced.values()):
         raise FloatingPointError(f"non-finite loss at step {step}: {reduced}")
     return entry
 
 
-def _after_step(accelerator, model, frozen, config, data_dir, out_dir, step, total_steps, meta, entry) -> None:
+def _after_step(run: _Run, step: int, entry: dict) -> None:
+    accelerator, config = run.accelerator, run.config
     if accelerator.is_main_process:
-        with (out_dir / "logs" / "losses.jsonl").open("a") as log:
+        with (run.out_dir / "logs" / "losses.jsonl").open("a") as log:
             log.write(json.dumps(entry) + "\n")
         if step % config.log_every == 0:
-            logger.info("step %d/%d %s", step, total_steps, entry)
-    if step % config.checkpointing_steps == 0 or step == total_steps:
-        save_checkpoint(accelerator, model, config, out_dir, step, meta)
-    if accelerator.is_main_process and (step % config.validation_steps == 0 or step == total_steps):
-        log_validation(accelerator.unwrap_model(model), frozen, config, data_dir, out_dir / "validation", step)
+            logger.info("step %d/%d %s", step, run.total_steps, entry)
+    last = step == run.total_steps
+    checkpoint = step % config.checkpointing_steps == 0 or last
+    validate = step % config.validation_steps == 0 or last
+    if checkpoint:
+        path = save_checkpoint(accelerator, config, run.out_dir, step)
+    if checkpoint or validate:
+        trained = exportable_model(accelerator, run.model, run.rebuild)
+        if accelerator.is_main_process and checkpoint:
+            export_weights(path / "magicid", trained, config, {**run.meta, "global_step": step})
+        if accelerator.is_main_process and validate:
+            stage = config.stage_at(step - 1)
+            log_validation(
+                trained, run.frozen, config, run.data_dir, run.out_dir / "validation", step, stage.condition
+            )
+        accelerator.wait_for_everyone()
 
 
-def _finish(accelerator, model, config, out_dir, step, losses, meta) -> TrainResult:
+def _finish(run: _Run, step: int, losses: list[dict]) -> TrainResult:
+    accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    final_dir = out_dir / "final"
+    trained = exportable_model(accelerator, run.model, run.rebuild)
+    final_dir = run.out_dir / "final"
     if accelerator.is_main_process:
-        export_weights(final_dir, accelerator.unwrap_model(model), config, {**meta, "global_step": step})
+        export_weights(final_dir, trained, run.config, {**run.meta, "global_step": step})
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(global_step=step, losses=losses, final_dir=final_dir)
@@ -362,8 +428,9 @@ def _finish(accelerator, model, config, out_dir, step, losses, meta) -> TrainRes
 
 @torch.no_grad()
 def log_validation(model: MMFModel, frozen: FrozenModels, config: MMFConfig, data_dir: Path, out_dir: Path,
-                   step: int) -> list[Path]:  # fmt: skip
-    """Generate from the first records' condition images and identities; save `step-N-i.png` under `out_dir`."""
+                   step: int, condition: str = "all") -> list[Path]:  # fmt: skip
+    """Generate from the first records' condition images (of the stage's `condition`) and identities; save
+    `step-N-i.png` under `out_dir`."""
     from diffusers import DDIMScheduler
 
     from magicid.pipeline import MagicIDPipeline
@@ -379,18 +446,33 @@ def log_validation(model: MMFModel, frozen: FrozenModels, config: MMFConfig, dat
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = []
     records = iter_shard(shard_paths(data_dir)[0])
+    half = frozen.unet.dtype != torch.float32  # trained weights stay fp32: autocast, as diffusers' examples do
     for index, record in zip(range(config.num_validation_images), records):
-        id_tokens = validation_id_tokens(model, frozen, record)
-        condition = record.skeleton.resize((config.resolution, config.resolution))
-        image = pipe(
-            prompt=record.caption, image=condition, id_embeds=id_tokens, width=config.resolution,
-            height=config.resolution, num_inference_steps=config.validation_inference_steps,
-            guidance_scale=config.validation_guidance_scale, generator=torch.Generator().manual_seed(config.seed),
-        ).images[0]  # fmt: skip
+        with torch.autocast(frozen.unet.device.type, dtype=frozen.unet.dtype, enabled=half):
+            image = _validation_image(pipe, model, frozen, record, condition, config)
         saved.append(out_dir / f"step-{step}-{index}.png")
         image.save(saved[-1])
     model.train(was_training)
     return saved
+
+
+def _validation_image(pipe, model: MMFModel, frozen: FrozenModels, record, condition: str, config: MMFConfig):
+    id_tokens = validation_id_tokens(model, frozen, record)
+    control = validation_condition(record, condition).resize((config.resolution, config.resolution))
+    return pipe(
+        prompt=record.caption, image=control, id_embeds=id_tokens, width=config.resolution,
+        height=config.resolution, num_inference_steps=config.validation_inference_steps,
+        guidance_scale=config.validation_guidance_scale, generator=torch.Generator().manual_seed(config.seed),
+    ).images[0]  # fmt: skip
+
+
+def validation_condition(record, condition: str) -> Image.Image:
+    """The record's condition image for a stage condition (`all`: skeleton and landmarks drawn together)."""
+    if condition == "landmarks":
+        return record.landmarks_image
+    if condition == "skeleton":
+        return record.skeleton
+    return ImageChops.lighter(record.skeleton, record.landmarks_image)
 
 
 def validation_id_tokens(model: MMFModel, frozen: FrozenModels, record) -> torch.Tensor:

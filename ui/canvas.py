@@ -27,6 +27,8 @@ def draw_canvas(layout, names: list[str] | None = None, selected: tuple[int, int
     draw = ImageDraw.Draw(canvas)
     font = _font(max(12, canvas.width // 40))
     for index, (person, box) in enumerate(zip(layout.people, layout.face_boxes())):
+        if box is None:  # a person with neither head nor neck joints has no face region to outline
+            continue
         color = identity_color(person.identity)
         draw.rectangle([float(v) for v in box], outline=color, width=3)
         draw.text((float(box[0]) + 3, float(box[1]) - font.size - 4), _label(index, person.identity, names), fill=color, font=font)

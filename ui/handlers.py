@@ -125,7 +125,7 @@ class AppHandlers:
             raise InvalidImageError("Upload a photo of people to extract their poses from")
         image = load_image(photo, self.limits)
         layout = Layout.from_photo(image, width=width, height=height)
-        return layout.assign_identities(min(int(num_people), len(layout.people)))
+        return layout.assign_identities(min(int(num_people), len(layout.left_to_right())))
 
     def layout_from_file(self, path: str | None):
         if not path:

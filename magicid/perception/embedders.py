@@ -14,8 +14,7 @@ from magicid.errors import MissingWeightsError
 from magicid.perception import models
 from magicid.perception.faces import Face, align_face, crop_around, main_face
 
-# insightface model packs and their recognition network, strongest first
-ARCFACE_FILES = (("antelopev2", "glintr100.onnx"), ("buffalo_l", "w600k_r50.onnx"))
+ARCFACE_FILES = tuple((pack, recognition) for pack, _, recognition in models.INSIGHTFACE_PACKS)
 
 
 @runtime_checkable
@@ -35,13 +34,10 @@ class ArcFaceEmbedder:
     dim = 512
 
     def __init__(self, model_path: Path):
-        import onnxruntime
         from insightface.model_zoo import get_model
 
-        available = onnxruntime.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.model_path = model_path
-        self._model = get_model(str(model_path), providers=providers)
+        self._model = get_model(str(model_path), providers=models.onnx_providers())
 
     def embed(self, image: Image.Image, face: Face) -> np.ndarray:
         aligned_bgr = np.asarray(align_face(image, face, 112))[:, :, ::-1]
@@ -68,9 +64,7 @@ class DlibEmbedder:
         return l2_normalize(np.asarray(descriptor))
 
 
-def insightface_root() -> Path:
-    """Where insightface model packs live: env MAGICID_INSIGHTFACE_ROOT, else ~/.insightface."""
-    return Path(os.environ.get("MAGICID_INSIGHTFACE_ROOT") or Path.home() / ".insightface")
+insightface_root = models.insightface_root
 
 
 def find_arcface_model(root: Path | None = None) -> Path | None:

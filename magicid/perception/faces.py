@@ -11,7 +11,7 @@ from magicid.config import Limits
 from magicid.errors import NoFaceError
 from magicid.perception import models
 
-MIN_FACE_SCORE = 0.9  # MTCNN O-net probability; below this, group photos get false faces (clothes, hands)
+MIN_FACE_SCORE = {"mtcnn": 0.9, "scrfd": 0.5}  # MTCNN below 0.9 finds faces in clothes and hands
 MIN_DETECTION_SIDE = 640  # smaller images are enlarged to this (at most 2x) so ~20 px faces reach MTCNN's floor
 
 
@@ -48,21 +48,38 @@ def detection_scale(width: int, height: int, limits: Limits | None = None) -> fl
 
 
 def detect_faces(image: Image.Image, limits: Limits | None = None) -> list[Face]:
-    """All faces in `image`, largest first (MTCNN at the detection resolution, mapped back to `image` pixels)."""
+    """All faces in `image`, largest first, in `image` pixels.
+
+    insightface SCRFD when a model pack is on disk (see `models.insightface_root`), else MTCNN; both run on a copy
+    at the detection resolution and their coordinates are mapped back.
+    """
     scale = detection_scale(*image.size, limits)
     work = image.convert("RGB")
     if abs(scale - 1.0) > 1e-3:
         work = work.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
-    with models.TORCH_LOCK:
-        boxes, scores, points = models.mtcnn().detect(work, landmarks=True)
-    if boxes is None:
-        return []
+    detector, boxes, scores, points = _raw_detections(work)
     faces = [
         Face(box=_clip_box(box / scale, image.size), score=float(score), kps5=(kps / scale).astype(np.float64))
         for box, score, kps in zip(boxes, scores, points)
-        if score >= MIN_FACE_SCORE
+        if score >= MIN_FACE_SCORE[detector]
     ]
     return sorted(faces, key=lambda face: face.size, reverse=True)
+
+
+def _raw_detections(work: Image.Image) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(detector name, boxes (N, 4), scores (N,), 5 points (N, 5, 2)) in `work` pixels."""
+    scrfd = models.scrfd()
+    if scrfd is not None:
+        input_size = tuple(int(np.ceil(side / 32) * 32) for side in work.size)  # full detection resolution
+        bgr = np.ascontiguousarray(np.asarray(work)[:, :, ::-1])
+        with models.ONNX_LOCK:
+            detections, points = scrfd.detect(bgr, input_size=input_size)
+        return "scrfd", detections[:, :4], detections[:, 4], points
+    with models.TORCH_LOCK:
+        boxes, scores, points = models.mtcnn().detect(work, landmarks=True)
+    if boxes is None:
+        return "mtcnn", np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+    return "mtcnn", boxes, scores, points
 
 
 def main_face(image: Image.Image, name: str | None = None) -> tuple[Face, list[str]]:

@@ -7,13 +7,57 @@ each family is used under its lock.
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 MEDIAPIPE_LOCK = threading.Lock()
 TORCH_LOCK = threading.Lock()
 DLIB_LOCK = threading.Lock()
 ONNX_LOCK = threading.Lock()
+
+
+# insightface model packs, strongest first: (pack, detector file, recognition file)
+INSIGHTFACE_PACKS = (
+    ("antelopev2", "scrfd_10g_bnkps.onnx", "glintr100.onnx"),
+    ("buffalo_l", "det_10g.onnx", "w600k_r50.onnx"),
+)
+
+
+def insightface_root() -> Path:
+    """Where insightface model packs live: env MAGICID_INSIGHTFACE_ROOT, else ~/.insightface."""
+    return Path(os.environ.get("MAGICID_INSIGHTFACE_ROOT") or Path.home() / ".insightface")
+
+
+def onnx_providers() -> list[str]:
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def find_scrfd_model(root: Path | None = None) -> Path | None:
+    root = root or insightface_root()
+    for pack, detector, _ in INSIGHTFACE_PACKS:
+        if (root / "models" / pack / detector).is_file():
+            return root / "models" / pack / detector
+    return None
+
+
+def scrfd():
+    """insightface SCRFD detector if a model pack is on disk, else None (then MTCNN is used)."""
+    path = find_scrfd_model()
+    return _scrfd(path) if path is not None else None
+
+
+@lru_cache(maxsize=None)
+def _scrfd(path: Path):
+    from insightface.model_zoo import get_model
+
+    detector = get_model(str(path), providers=onnx_providers())
+    detector.prepare(ctx_id=0, det_thresh=0.5)
+    return detector
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,9 @@
 """Multi-person OpenPose-18 body keypoints.
 
 controlnet_aux's OpenposeDetector when its weights are on disk; offline, mediapipe BlazePose (single person)
-run on person crops: the whole image, one body-sized crop below each face no skeleton explains yet, and the
-whole image again with found persons greyed out. The 33 BlazePose points are mapped to OpenPose-18.
+run on person crops: one body-sized crop around each face that no skeleton explains yet (largest face first),
+then the whole image with the persons found so far greyed out, until nothing new appears (this finds people
+whose faces are hidden). The 33 BlazePose points are mapped to OpenPose-18.
 """
 
 from __future__ import annotations
@@ -44,10 +45,7 @@ def detect_poses(image: Image.Image, faces: list[Face] | None = None) -> list[np
 def _blazepose_persons(image: Image.Image, faces: list[Face]) -> list[np.ndarray]:
     image = image.convert("RGB")
     persons: list[np.ndarray] = []
-    _add_if_new(persons, _pose_in_region(image, (0, 0, image.width, image.height)))
-    for face in faces:
-        if len(persons) >= MAX_PERSONS:
-            break
+    for face in faces[:MAX_PERSONS]:
         if not any(_explains_face(person, face, image.size) for person in persons):
             _add_if_new(persons, _pose_in_region(image, body_region(face, image.size)))
     while len(persons) < MAX_PERSONS:  # greying out found persons lets the single-person model see the next one

@@ -104,6 +104,9 @@ def validate(config: MMFConfig) -> None:
             raise TrainingDataError(f"stage {stage.name!r}: condition must be one of {', '.join(CONDITIONS)}")
     if config.resolution % 16:
         raise TrainingDataError(f"resolution {config.resolution} must be a multiple of 16 (VAE 8x, even clone halves)")
+    for name in ("checkpointing_steps", "validation_steps", "log_every", "train_batch_size", "resolution"):
+        if getattr(config, name) <= 0:
+            raise TrainingDataError(f"{name} must be positive, got {getattr(config, name)}")
     if config.mixed_precision not in ("no", "fp16", "bf16"):
         raise TrainingDataError("mixed_precision must be no, fp16 or bf16")
 
