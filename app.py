@@ -19,6 +19,7 @@ from magicid.config import Limits, ProfileConfig, default_profile_name
 from ui.blocks import CSS, AppSettings, build_app
 from ui.handlers import AppHandlers
 
+
 try:  # ZeroGPU on Hugging Face Spaces; the decorator is effect-free elsewhere, and the package is optional
     import spaces
 except ImportError:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magicid import diir  # noqa: E402

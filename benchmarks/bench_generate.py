@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magicid.mgmica import install_id_attention  # noqa: E402

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magicid.imageio import load_image  # noqa: E402

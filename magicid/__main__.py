@@ -1,3 +1,4 @@
 from magicid.cli import main
 
+
 raise SystemExit(main())

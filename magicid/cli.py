@@ -13,6 +13,7 @@ import sys
 
 from magicid.errors import MagicIDError
 
+
 COMMANDS = ("generate", "layout", "restore", "analyze", "similarity")
 
 

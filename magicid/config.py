@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+
 PAPER_STEPS = 30
 PAPER_GUIDANCE = 5.0
 PAPER_SMALL_FACE_PX = 100

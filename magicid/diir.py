@@ -38,6 +38,7 @@ from magicid.errors import MagicIDError
 from magicid.imageio import ImageSource, load_image
 from magicid.perception import Face, detect_faces, draw_face_landmarks, face_landmarks, face_region_mask
 
+
 logger = logging.getLogger(__name__)
 
 NoiseFn = Callable[[Tensor, Tensor], Tensor]  # (latents, timestep) -> predicted noise, same shape as latents

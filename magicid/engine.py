@@ -20,6 +20,7 @@ from magicid.errors import InvalidSettingError, MagicIDError
 from magicid.identity import Identity, IdentityEncoder
 from magicid.pipeline import MagicIDPipeline
 
+
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 MASK_COLOURS = np.array([(255, 80, 80), (80, 160, 255), (90, 220, 90), (250, 200, 60), (200, 90, 230), (60, 220, 220)])

@@ -14,6 +14,7 @@ from PIL import Image
 from magicid.perception.embedders import FaceEmbedder, get_face_embedder, identity_similarity
 from magicid.perception.faces import Face, detect_faces
 
+
 IOU_THRESHOLD = 0.5
 # dlib: its documented 0.6 Euclidean cut on raw descriptors (norm ~1.4) is ~0.43 on unit vectors, cos ~0.91;
 # ArcFace: the usual verification cut on normalised embeddings

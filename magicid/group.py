@@ -16,6 +16,7 @@ from PIL import Image
 from magicid.facesim import FaceMatch, face_sim, mean_face_sim
 from magicid.layout import Layout
 
+
 STATUS_TEXT = {
     "ok": "in place",
     "missing": "missing: no face was generated in its region",

@@ -19,6 +19,7 @@ from magicid.imageio import ImageSource, load_image
 from magicid.perception import FaceEmbedder, align_face, get_face_embedder, main_face
 from magicid.resampler import IDResampler
 
+
 CLIP_CROP_PX = 224
 THUMBNAIL_PX = 128
 MAX_PHOTOS = 8

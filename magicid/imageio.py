@@ -12,6 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from magicid.config import Limits
 from magicid.errors import InvalidImageError
 
+
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 

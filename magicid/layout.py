@@ -20,6 +20,7 @@ from PIL import Image
 from magicid.config import Limits
 from magicid.errors import LayoutError
 
+
 JOINTS = (
     "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip", "r_knee",
     "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+
 EPS = 1e-5
 LATENT_DIMS = (-2, -1)  # (B, C, H, W) latents: statistics over H, W
 TOKEN_DIMS = (1,)  # (B, N, C) attention features: statistics over the N tokens

@@ -23,6 +23,7 @@ from diffusers.utils import BaseOutput
 
 from magicid.mgmica import set_id_scale
 
+
 ID_MODES = ("controlnet", "unet")
 
 

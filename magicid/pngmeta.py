@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 from PIL import Image, PngImagePlugin
 
+
 CHUNK = "magicid"
 
 

@@ -43,6 +43,7 @@ from magicid.pipeline import MagicIDPipeline
 from magicid.resampler import IDResampler
 from magicid.tiny import ID_TOKENS, TinyComponents, build_tiny_components, sd15_scheduler_config
 
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 

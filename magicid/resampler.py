@@ -14,6 +14,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
 from diffusers.models.modeling_utils import ModelMixin
 
+
 TINY_SEED = 0
 
 

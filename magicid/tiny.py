@@ -23,6 +23,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+
 TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-tokenizer"
 CROSS_ATTENTION_DIM = 32
 CLIP_VISION_HIDDEN = 32

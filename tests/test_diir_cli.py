@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from magicid.cli import main
 from magicid.pngmeta import read_parameters
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core box OpenMP spinning makes them ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_restore_command_writes_the_restored_picture(testdata, tmp_path, capsys):

@@ -10,16 +10,8 @@ import torch
 from magicid import diir, mgff
 from magicid.tiny import build_tiny_components
 
+
 LATENT = (2, 4, 16, 16)  # two faces of 128 x 128 pixels
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core box OpenMP spinning makes them ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,8 @@ from magicid.perception import get_face_embedder
 from magicid.profiles import build_tiny_pipeline
 from magicid.resampler import IDResampler
 
+
 FAST = DIIRConfig(steps=2, resolution=64)  # 8 x 8 latents: the algorithm, not the picture, is under test
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core box OpenMP spinning makes them ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from magicid.config import GenerationConfig, ProfileConfig
 from magicid.engine import MagicID
 from magicid.errors import InvalidSettingError, MagicIDError, NoFaceError
 
+
 FAST = dict(steps=2, restore_small_faces=False)
 
 

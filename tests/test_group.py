@@ -13,6 +13,7 @@ from magicid.imageio import load_image
 from magicid.layout import Layout, box_iou
 from magicid.perception import detect_faces, get_face_embedder
 
+
 GROUP_PHOTOS = ("group/voc_three_friends.jpg", "group/friends_cast.jpg")
 
 

@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
-from PIL import Image
 from diffusers.image_processor import IPAdapterMaskProcessor
+from PIL import Image
 
 from magicid.engine import MagicID
 from magicid.group import group_conditions
@@ -16,6 +16,7 @@ from magicid.layout import Layout
 from magicid.mgmica import install_id_attention
 from magicid.pipeline import MagicIDPipeline
 from magicid.profiles import wake_zero_convolutions
+
 
 PORTRAITS = ("yang_mi/1.jpg", "sundar_pichai/2.jpg", "jennifer_aniston/2.jpg", "robert_downey_jr/2.jpg")
 

@@ -12,6 +12,7 @@ from magicid.config import Limits
 from magicid.errors import InvalidImageError
 from magicid.imageio import load_image
 
+
 PHOTO = "portraits/yang_mi/1.jpg"  # 443x443
 
 

@@ -14,6 +14,7 @@ from magicid.commands import layout as layout_command
 from magicid.errors import LayoutError
 from magicid.layout import JOINT_INDEX, JOINTS, MAX_TEMPLATE_PEOPLE, TEMPLATES, Layout, Person, box_iou
 
+
 ALL_TEMPLATES = [(name, n) for name in TEMPLATES for n in range(1, MAX_TEMPLATE_PEOPLE + 1)]
 NOSE, NECK = JOINT_INDEX["nose"], JOINT_INDEX["neck"]
 

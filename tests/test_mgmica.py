@@ -17,6 +17,7 @@ from magicid.mgmica import (
 )
 from magicid.resampler import IDResampler
 
+
 B, GRID_H, GRID_W, C, D, HEADS = 2, 4, 6, 16, 12, 2
 Q_LEN = GRID_H * GRID_W
 

@@ -21,6 +21,7 @@ from magicid.perception import (
     photo_similarity,
 )
 
+
 # Face counts from testdata/SOURCES.md. Photos whose notes mention partial or background people may show up to
 # EXTRA_ALLOWED more faces; all others must match exactly.
 EXPECTED_FACES = {

@@ -15,6 +15,7 @@ from magicid.perception.landmarks import (
     dlib_landmarks,
 )
 
+
 MASK_PHOTOS = ["group/friends_cast.jpg", "group/voc_couple.jpg", "fullbody/truck_unloading.jpg"]
 
 

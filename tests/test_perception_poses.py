@@ -10,6 +10,7 @@ from magicid.perception import detect_poses, draw_openpose
 from magicid.perception.openpose import COLORS, LIMBS, _library_draw_bodypose, draw_bodypose_local
 from magicid.perception.poses import BLAZE_FOR_OPENPOSE, openpose_from_blazepose
 
+
 POSE_PHOTOS = ["acrobats.jpg", "baseball.jpg", "ski_race.jpg", "skier.jpg", "soccer_tackle.jpg"]
 MAIN_JOINTS = {"neck": 1, "r-shoulder": 2, "l-shoulder": 5, "r-hip": 8, "l-hip": 11}
 

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from magicid.pipeline import MagicIDPipeline, MagicIDPipelineOutput
 from magicid.profiles import build_tiny_pipeline
 
+
 SIZE, STEPS = 128, 3
 
 

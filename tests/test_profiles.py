@@ -17,6 +17,7 @@ from magicid.mgmica import IDAttnProcessor, id_attention_state_dict, install_id_
 from magicid.profiles import build_tiny_pipeline, load_profile, save_magicid_weights
 from magicid.resampler import IDResampler
 
+
 # a real file name in h94/IP-Adapter-FaceID; PlusV2 has the same keys (its shortcut needs 768 == 768 dims, while
 # the converter fixes the perceiver width to a multiple of 64 and the tiny UNet is 32 wide)
 FACEID_PLUS_FILE = "ip-adapter-faceid-plus_sd15.bin"

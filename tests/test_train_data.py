@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageFilter
 
 from train.build_dataset import BuildConfig, build_dataset, main
 from train.idzoom import ShardWriter, finished_sources, iter_records, read_dataset, shard_paths
+
 
 PHOTOS = {  # name in the test folder -> testdata path
     "portraits/obama.jpg": "portraits/barack_obama/1.jpg",
@@ -21,15 +21,6 @@ PHOTOS = {  # name in the test folder -> testdata path
     "fullbody/skier.jpg": "pose/skier.jpg",  # a whole body, face of ~30 px
     "fullbody/truck.jpg": "fullbody/man_by_truck.jpg",  # one small, soft face
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """MTCNN on a shared 2-core CPU: one thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -21,18 +21,10 @@ from magicid.perception.openpose import draw_openpose
 from train.configs import Stage, load_config
 from train.idzoom import IDZoomRecord, ShardWriter
 
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESOLUTION = 64  # the tiny ControlNet's cross-attention grid at 64 px is 4x4
 EMBED_DIM = 128
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny models are overhead-bound: one thread avoids oversubscribing the shared CPU (5x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def synthetic_record(photo: Path, index: int) -> IDZoomRecord:

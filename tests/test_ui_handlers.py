@@ -22,6 +22,7 @@ from ui.drag_canvas import Drag, apply_drag, canvas_html
 from ui.handlers import AppHandlers, GenerateRequest, controls_from_parameters, identity_warnings, user_errors
 from ui.layout_editor import button_edit
 
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 from magicid.errors import MagicIDError, TrainingDataError
 from train.idzoom import IDZoomRecord, ShardWriter, finished_sources
 
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}

@@ -17,6 +17,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from magicid.errors import TrainingDataError
 from train.idzoom import IDZoomRecord, iter_records, shard_paths
 
+
 MASK_THRESHOLD = 0.5
 
 

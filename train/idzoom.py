@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+
 SHARD_PATTERN = "shard-{index:06d}"
 IMAGE_FIELDS = ("image", "skeleton", "face", "landmarks", "mask")
 IMAGE_FORMATS = {"image": ("JPEG", "jpg"), "skeleton": ("PNG", "png"), "face": ("PNG", "png"),

@@ -17,6 +17,7 @@ from diffusers.models.attention_processor import Attention
 
 from train.clone_face import paired_windows
 
+
 PAPER_CFA_WEIGHT = 0.2
 PAPER_CLONE_EVERY = 10
 PAPER_CFA_MIN_RESOLUTION = 32

@@ -40,6 +40,7 @@ from train.dataset import MMFDataset, condition_images
 from train.idzoom import iter_shard, shard_paths
 from train.losses import CrossAttentionRecorder, clone_face_attention_loss, diffusion_loss, is_clone_step
 
+
 logger = logging.getLogger(__name__)
 
 

@@ -15,6 +15,7 @@ from ui.layout_editor import LayoutFns
 from ui.presets import size_label
 from ui.restore_tab import create_restore_tab
 
+
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 CSS = """
 #banner {border-left: 6px solid var(--color-accent); padding: 6px 14px; background: var(--block-background-fill);

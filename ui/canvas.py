@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+
 IDENTITY_COLORS = ((255, 99, 71), (65, 160, 255), (80, 200, 120), (255, 200, 40), (200, 110, 255), (255, 140, 200))
 JOINT_NAMES = (
     "nose", "neck", "right shoulder", "right elbow", "right wrist", "left shoulder", "left elbow", "left wrist",

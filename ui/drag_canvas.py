@@ -16,6 +16,7 @@ from html import escape
 from magicid.layout import Layout
 from ui.canvas import JOINT_NAMES, draw_canvas
 
+
 CSS = """
 svg {width: 100%; max-height: 520px; display: block; touch-action: none; user-select: none;}
 .joint {cursor: grab;}

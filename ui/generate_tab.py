@@ -8,9 +8,18 @@ from dataclasses import dataclass
 import gradio as gr
 
 from magicid.config import PAPER_GUIDANCE, PAPER_SMALL_FACE_PX, PAPER_STEPS, GenerationConfig, Limits
-from ui.handlers import DIIR_MODES, MAX_SEED, REPORT_HEADERS, GenerateOutputs, GenerateRequest, IdentityCard, user_errors
+from ui.handlers import (
+    DIIR_MODES,
+    MAX_SEED,
+    REPORT_HEADERS,
+    GenerateOutputs,
+    GenerateRequest,
+    IdentityCard,
+    user_errors,
+)
 from ui.layout_editor import LayoutEditor, LayoutFns, create_layout_editor
 from ui.presets import STYLE_PRESETS, parse_size
+
 
 CARDS_PER_ROW = 3
 

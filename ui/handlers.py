@@ -24,6 +24,7 @@ from magicid.imageio import load_image
 from magicid.layout import Layout
 from ui.presets import apply_style
 
+
 Progress = Callable[[int, int], None]
 MAX_SEED = 2**31 - 1
 REPORT_HEADERS = ["image", "identity", "face similarity", "IoU with its region", "status"]

@@ -22,6 +22,7 @@ from ui.files import session_file
 from ui.handlers import user_errors
 from ui.presets import parse_size, size_label
 
+
 DRAG_HINT = "Drag a joint to move it, or drag a face box to move the whole person."
 NUDGE = 0.03  # canvas fraction per arrow click
 SCALE_STEP = 1.1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 STYLE_PRESETS: dict[str, tuple[str, str]] = {
     # name: (appended to the prompt, appended to the negative prompt)
     "None": ("", ""),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 HELP = "Print the faces (box, score, size) and persons (OpenPose-18 keypoints) in a photo; optionally render them."
 
 

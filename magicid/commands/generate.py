@@ -8,6 +8,7 @@ from pathlib import Path
 
 from magicid.config import PAPER_GUIDANCE, PAPER_STEPS, PROFILES, GenerationConfig
 
+
 HELP = "Generate a portrait or group photo of the people in the --id photos, posed by a layout or a pose photo."
 PROFILE_FLAGS = (
     "base_model", "vae", "openpose_controlnet", "ip_adapter_repo", "ip_adapter_weight", "image_encoder",

@@ -11,6 +11,7 @@ from PIL import Image
 from magicid.errors import LayoutError
 from magicid.layout import MAX_TEMPLATE_PEOPLE, TEMPLATES, Layout
 
+
 HELP = "make a layout of people (JSON) from a template or a photo, for `generate --skeleton`"
 
 

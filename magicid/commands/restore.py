@@ -8,6 +8,7 @@ from pathlib import Path
 
 from magicid.config import PAPER_SMALL_FACE_PX, PAPER_STEPS, PROFILES, DIIRConfig
 
+
 HELP = "Restore the small faces of any picture with the identities of the --id photos (DIIR), background untouched."
 PROFILE_FLAGS = (
     "base_model", "vae", "landmark_controlnet", "ip_adapter_repo", "ip_adapter_weight", "image_encoder",

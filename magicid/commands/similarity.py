@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+
 HELP = "Print the identity similarity (cosine, -1..1) of the largest faces in two photos."
 
 

@@ -17,6 +17,7 @@ from magicid.perception.masks import face_region_mask
 from magicid.perception.openpose import draw_openpose
 from magicid.perception.poses import detect_poses
 
+
 __all__ = [
     "ArcFaceEmbedder",
     "DlibEmbedder",

@@ -14,6 +14,7 @@ from magicid.errors import MissingWeightsError
 from magicid.perception import models
 from magicid.perception.faces import Face, align_face, crop_around, main_face
 
+
 ARCFACE_FILES = tuple((pack, recognition) for pack, _, recognition in models.INSIGHTFACE_PACKS)
 
 

@@ -11,6 +11,7 @@ from magicid.config import Limits
 from magicid.errors import NoFaceError
 from magicid.perception import models
 
+
 MIN_FACE_SCORE = {"mtcnn": 0.9, "scrfd": 0.5}  # MTCNN below 0.9 finds faces in clothes and hands
 MIN_DETECTION_SIDE = 640  # smaller images are enlarged to this (at most 2x) so ~20 px faces reach MTCNN's floor
 

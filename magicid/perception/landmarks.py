@@ -11,6 +11,7 @@ from PIL import Image
 from magicid.perception import models
 from magicid.perception.faces import Face, crop_around
 
+
 MESH_POINTS = 478
 RIGHT_IRIS_CENTER, LEFT_IRIS_CENTER = 468, 473  # mediapipe indices (the subject's right / left)
 CROP_GROW = 0.5  # FaceMesh wants the whole head with margin, like its own detector's crop

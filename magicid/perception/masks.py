@@ -15,6 +15,7 @@ from magicid.perception import models
 from magicid.perception.faces import Face, crop_around
 from magicid.perception.landmarks import face_landmarks
 
+
 SEGMENTATION_CROP_GROW = 1.0  # person segmentation runs on the face with a face-size margin: sharper than full frame
 MIN_SEGMENTATION_KEEP = 0.7  # if the person mask removes more of the hull than this allows, it missed the person
 

@@ -12,6 +12,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
+
 MEDIAPIPE_LOCK = threading.Lock()
 TORCH_LOCK = threading.Lock()
 DLIB_LOCK = threading.Lock()

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+
 logger = logging.getLogger(__name__)
 
 # (from, to) joint indices, 0-based, in the order the colours below are assigned

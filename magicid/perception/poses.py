@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from magicid.perception import models
 from magicid.perception.faces import Face, detect_faces
 
+
 logger = logging.getLogger(__name__)
 
 # OpenPose-18 index -> BlazePose-33 index (neck, 1, is the mid-shoulder point)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+
 CHROMIUM = os.environ.get("MAGICID_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -14,6 +14,7 @@ from conftest import serve
 from PIL import Image
 from playwright.sync_api import Page, expect
 
+
 GENERATE_TIMEOUT_MS = 240_000
 
 

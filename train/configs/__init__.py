@@ -12,6 +12,7 @@ from pathlib import Path
 
 from magicid.errors import TrainingDataError
 
+
 CONDITIONS = ("landmarks", "skeleton", "all")
 
 
