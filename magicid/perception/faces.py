@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,7 +101,9 @@ def align_face(image: Image.Image, face: Face, size: int = 112) -> Image.Image:
     from insightface.utils import face_align
 
     pixels = np.asarray(image.convert("RGB"))
-    aligned = face_align.norm_crop(pixels, landmark=face.kps5.astype(np.float32), image_size=size)
+    with warnings.catch_warnings():  # insightface calls a scikit-image API deprecated in 0.26; harmless, noisy
+        warnings.filterwarnings("ignore", category=FutureWarning, module="insightface")
+        aligned = face_align.norm_crop(pixels, landmark=face.kps5.astype(np.float32), image_size=size)
     return Image.fromarray(aligned)
 
 
