@@ -90,6 +90,32 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def local_files_only(repo_or_folder: str) -> bool:
+    """Whether to use the local cache only: `HF_HUB_OFFLINE`, or a Hub repo id while the Hub does not answer.
+
+    One quick request decides, because on a closed network every component's download would otherwise retry for
+    minutes before the missing-weights error could name it.
+    """
+    if is_offline():
+        return True
+    if repo_or_folder in ("", TINY) or Path(repo_or_folder).expanduser().exists():
+        return False
+    return not hub_reachable(repo_or_folder)
+
+
+def hub_reachable(repo_id: str, timeout: float = 5.0) -> bool:
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(repo_id, timeout=timeout)
+    except HfHubHTTPError:
+        return True  # the Hub answered (e.g. a gated or unknown repo): downloads can say what is wrong
+    except Exception as error:  # noqa: BLE001 - any transport failure (DNS, refused, timeout) means "no Hub here"
+        logger.warning("The Hugging Face Hub is unreachable (%s): using locally cached weights only", error)
+        return False
+    return True
+
+
 # --- tiny ---------------------------------------------------------------------------------------------------
 
 
@@ -135,8 +161,8 @@ def _load_tiny(config: ProfileConfig, embedder: FaceEmbedder | None):
 
 
 def _load_hub(config: ProfileConfig, embedder: FaceEmbedder | None):
-    local = is_offline()
-    fetcher = Fetcher()
+    local = local_files_only(config.base_model)
+    fetcher = Fetcher(local)
     components = _load_base_model(config, local, fetcher)
     controlnet = fetcher(
         "OpenPose ControlNet", config.openpose_controlnet, "MAGICID_OPENPOSE_CONTROLNET",
@@ -241,10 +267,10 @@ def _load_image_encoder(source: str, local: bool, fetcher: Fetcher) -> CLIPVisio
 
 
 def _load_magicid(config: ProfileConfig, embedder: FaceEmbedder | None):
-    local = is_offline()
-    folder = magicid_folder(config.magicid_weights, local)
+    folder = magicid_folder(config.magicid_weights, local_files_only(config.magicid_weights or ""))
     metadata = json.loads((folder / "magicid.json").read_text())
     effective = _with_metadata_defaults(config, metadata)
+    local = local_files_only(effective.base_model)
     resampler = IDResampler.from_pretrained(folder / "resampler")
     controlnet = ControlNetModel.from_pretrained(folder / "controlnet")
     install_id_attention(controlnet, num_tokens=resampler.num_tokens)
@@ -252,7 +278,7 @@ def _load_magicid(config: ProfileConfig, embedder: FaceEmbedder | None):
         load_id_attention_state_dict(controlnet, load_file(folder / "id_attention.safetensors"))
     except ValueError as error:
         raise MissingWeightsError(f"{folder}/id_attention.safetensors does not match its controlnet/: {error}") from error
-    fetcher = Fetcher()
+    fetcher = Fetcher(local)
     image_encoder = _load_image_encoder(effective.image_encoder, local, fetcher)
     components = _load_base_model(effective, local, fetcher)
     fetcher.raise_if_missing()
@@ -276,7 +302,7 @@ def magicid_folder(source: str | None, local: bool) -> Path:
     if not path.exists():
         from huggingface_hub import snapshot_download
 
-        fetcher = Fetcher()
+        fetcher = Fetcher(local)
         path = fetcher("MagicID weights", source, "MAGICID_MAGICID_WEIGHTS",
                        lambda: Path(snapshot_download(source, local_files_only=local)))  # fmt: skip
         fetcher.raise_if_missing()
@@ -341,7 +367,8 @@ def _check_embedder(embedder: FaceEmbedder, resampler: IDResampler, what: str) -
 class Fetcher:
     """Runs loaders, collecting every missing component, so one `MissingWeightsError` can name them all."""
 
-    def __init__(self):
+    def __init__(self, local: bool = False):
+        self.local = local  # loading from the local cache only
         self.missing: dict[str, tuple[list[str], str]] = {}  # source -> (components, override variable)
 
     def __call__(self, component: str, source: str, override: str, load: Callable[[], T]) -> T | None:
@@ -363,6 +390,8 @@ class Fetcher:
         )
         if is_offline():
             how = "HF_HUB_OFFLINE=1 is set and they are not in the local Hugging Face cache: unset it to download them"
+        elif self.local:
+            how = "The Hugging Face Hub is unreachable and they are not in the local cache: connect to download them"
         else:
-            how = "they could not be loaded or downloaded: check the ids and the network"
+            how = "They could not be loaded or downloaded: check the ids and the network"
         raise MissingWeightsError(f"Missing weights: {names}. {how}, or point the variables at local copies")

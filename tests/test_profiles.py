@@ -196,3 +196,26 @@ def test_missing_magicid_weights_say_how_to_get_them(tmp_path):
         load_profile(ProfileConfig(name="magicid", magicid_weights=str(tmp_path)), embedder=FakeEmbedder(128))
     with pytest.raises(MissingWeightsError, match="MagicID weights 'nobody/no-such-repo'.*HF_HUB_OFFLINE"):
         load_profile(ProfileConfig(name="magicid", magicid_weights="nobody/no-such-repo"), FakeEmbedder(128))
+
+
+def test_unreachable_hub_means_local_cache_only_and_one_clear_error(monkeypatch):
+    from magicid import profiles
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    probed = []
+    monkeypatch.setattr(profiles, "hub_reachable", lambda repo: probed.append(repo) or False)
+    with pytest.raises(MissingWeightsError, match="base model.*Hub is unreachable"):
+        load_profile(ProfileConfig(name="hub"), embedder=FakeEmbedder(512))
+    assert probed == [ProfileConfig().base_model]  # one probe, not one timeout per component
+
+
+def test_hub_probe_treats_a_transport_failure_as_unreachable(monkeypatch):
+    import huggingface_hub
+
+    from magicid.profiles import hub_reachable
+
+    def refuse(self, repo_id, timeout):
+        raise ConnectionRefusedError("no route to the Hub")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", refuse)
+    assert hub_reachable("some/repo") is False

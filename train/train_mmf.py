@@ -129,16 +129,18 @@ def _load_pretrained(config: MMFConfig):
     from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
     from magicid.errors import MissingWeightsError
+    from magicid.profiles import local_files_only
 
+    local = local_files_only(config.base)
     try:
-        vae = AutoencoderKL.from_pretrained(config.vae) if config.vae else AutoencoderKL.from_pretrained(
-            config.base, subfolder="vae")  # fmt: skip
+        vae = AutoencoderKL.from_pretrained(config.vae, local_files_only=local) if config.vae else (
+            AutoencoderKL.from_pretrained(config.base, subfolder="vae", local_files_only=local))  # fmt: skip
         return (
             vae,
-            UNet2DConditionModel.from_pretrained(config.base, subfolder="unet"),
-            CLIPTextModel.from_pretrained(config.base, subfolder="text_encoder"),
-            CLIPTokenizer.from_pretrained(config.base, subfolder="tokenizer"),
-            CLIPVisionModelWithProjection.from_pretrained(config.image_encoder),
+            UNet2DConditionModel.from_pretrained(config.base, subfolder="unet", local_files_only=local),
+            CLIPTextModel.from_pretrained(config.base, subfolder="text_encoder", local_files_only=local),
+            CLIPTokenizer.from_pretrained(config.base, subfolder="tokenizer", local_files_only=local),
+            CLIPVisionModelWithProjection.from_pretrained(config.image_encoder, local_files_only=local),
             CLIPImageProcessor(),
         )
     except OSError as error:
