@@ -262,7 +262,8 @@ def _step_callback(progress: Progress | None, total: int):
 
 def _condition_debug_images(conditions) -> list[tuple[PIL.Image.Image, str]]:
     skeleton = conditions.control_image
-    images = [(skeleton, "OpenPose skeleton (ControlNet condition)")]
+    drawn = "OpenPose skeleton + face landmarks" if conditions.layout.has_face_landmarks() else "OpenPose skeleton"
+    images = [(skeleton, f"{drawn} (ControlNet condition)")]
     masks = np.asarray(conditions.id_masks, dtype=np.float32)
     if len(masks):
         overlay = np.asarray(skeleton, dtype=np.float32) * 0.5

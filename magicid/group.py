@@ -1,6 +1,7 @@
 """Group photos: from a layout and identities to the generator's inputs, and back to a per-identity report.
 
-Before generation, `group_conditions` turns a `Layout` into the skeleton condition and the face-region masks
+Before generation, `group_conditions` turns a `Layout` into the ControlNet condition (skeleton, plus face landmarks
+where the layout has them) and the face-region masks
 `M_id^i` of MGMICA (Alg. 1). After generation, `identity_report` finds the generated faces, matches them to the
 layout's regions with the IoU > 0.5 rule and gives each identity its FaceSim, flagging missing or cloned ones.
 """
@@ -30,7 +31,7 @@ class GroupConditions:
     """What the generator needs for a group photo, at the generation size."""
 
     layout: Layout  # fitted to the generation size, identities assigned
-    control_image: Image.Image  # OpenPose skeleton
+    control_image: Image.Image  # OpenPose skeleton, with the face landmarks of people that have them
     id_masks: torch.Tensor  # (N, height, width) float32 soft face regions M_id^i
     warnings: list[str] = field(default_factory=list)
 
@@ -38,7 +39,7 @@ class GroupConditions:
 def group_conditions(
     layout: Layout, num_identities: int, width: int | None = None, height: int | None = None
 ) -> GroupConditions:
-    """Validate `layout` for `num_identities` and render its skeleton and masks at `width` x `height`.
+    """Validate `layout` for `num_identities` and render its condition image and masks at `width` x `height`.
 
     Without explicit `Person.identity`, identities go to the people left to right. Raises `LayoutError`.
     """
@@ -48,7 +49,7 @@ def group_conditions(
     if not any(person.identity is not None for person in fitted.people):
         fitted = fitted.assign_identities(num_identities)
     masks = torch.from_numpy(fitted.identity_masks(num_identities))
-    return GroupConditions(fitted, fitted.render_skeleton(), masks, warnings)
+    return GroupConditions(fitted, fitted.render_condition(), masks, warnings)
 
 
 def identity_report(

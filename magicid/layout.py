@@ -1,6 +1,7 @@
 """Layout of people on the canvas: OpenPose-18 skeletons, who shows which identity, face-region masks `M_id^i`.
 
-A `Layout` drives group generation: `render_skeleton()` is the ControlNet condition and `identity_masks(N)` gives
+A `Layout` drives group generation: `render_condition()` is the ControlNet condition (the skeleton, plus the face
+landmarks of people that have them, combined as in MMF training) and `identity_masks(N)` gives
 the face-region masks of Mask Guided Multi-ID Cross Attention (Alg. 1), at canvas size (the attention processor
 downsamples them to each layer's token grid). Edits never change a layout in place: each returns a new one.
 """
@@ -51,11 +52,13 @@ class Person:
 
     `identity` is the index of the identity this person shows (None: none, or the default assignment).
     `face_box` `(x0, y0, x1, y1)` normalised, when known (e.g. detected), overrides the keypoint estimate.
+    `face_landmarks` `(K, 2)` normalised dense face landmarks (FaceMesh 478 or dlib 68), when known (from a photo).
     """
 
     keypoints: np.ndarray
     identity: int | None = None
     face_box: np.ndarray | None = None
+    face_landmarks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         keypoints = np.asarray(self.keypoints, dtype=np.float64)
@@ -67,6 +70,11 @@ class Person:
             if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
                 raise LayoutError(f"a face box must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1, got {self.face_box}")
             self.face_box = box
+        if self.face_landmarks is not None:
+            points = np.asarray(self.face_landmarks, dtype=np.float64)
+            if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.isfinite(points).all():
+                raise LayoutError(f"face landmarks must be K finite (x, y) points, got shape {points.shape}")
+            self.face_landmarks = points
         if self.identity is not None:
             self.identity = int(self.identity)
             if self.identity < 0:
@@ -83,13 +91,31 @@ class Person:
             "keypoints": np.round(self.keypoints, 6).tolist(),
             "identity": self.identity,
             "face_box": None if self.face_box is None else np.round(self.face_box, 6).tolist(),
+            "face_landmarks": None if self.face_landmarks is None else np.round(self.face_landmarks, 4).tolist(),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> Person:
         if not isinstance(data, dict) or "keypoints" not in data:
             raise LayoutError("each entry of `people` needs `keypoints` (18 x [x, y, confidence])")
-        return cls(np.asarray(data["keypoints"], dtype=np.float64), data.get("identity"), data.get("face_box"))
+        return cls(
+            np.asarray(data["keypoints"], dtype=np.float64),
+            data.get("identity"),
+            data.get("face_box"),
+            data.get("face_landmarks"),  # absent in layouts saved before landmarks existed
+        )
+
+    def map_points(self, transform) -> None:
+        """Move every point of this person (in place): `transform` maps `(N, 2)` normalised points to new ones.
+
+        Keypoints (hidden ones too), the face box (its corners, re-sorted) and the face landmarks move together.
+        """
+        self.keypoints[:, :2] = transform(self.keypoints[:, :2])
+        if self.face_box is not None:
+            corners = transform(self.face_box.reshape(2, 2))
+            self.face_box = np.concatenate([corners.min(axis=0), corners.max(axis=0)])
+        if self.face_landmarks is not None:
+            self.face_landmarks = transform(self.face_landmarks)
 
 
 @dataclass
@@ -163,7 +189,7 @@ class Layout:
 
     @classmethod
     def from_photo(cls, image, width: int | None = None, height: int | None = None) -> Layout:
-        """People posed as in a photo: detected skeletons, with detected face boxes attached to their heads.
+        """People posed as in a photo: detected skeletons, with detected face boxes and landmarks on their heads.
 
         The photo is fitted into the canvas (default: the closest standard size to its aspect ratio) without
         distortion. A face without a detected skeleton still becomes a person (head and shoulders).
@@ -250,6 +276,26 @@ class Layout:
         """The OpenPose condition image (black background, coloured limbs) at canvas size."""
         return draw_skeleton(self.poses(), self.width, self.height)
 
+    def has_face_landmarks(self) -> bool:
+        return any(person.face_landmarks is not None for person in self.people)
+
+    def render_face_landmarks(self) -> Image.Image:
+        """The face-landmark condition image (black, mesh contours) of the people that have landmarks."""
+        from magicid.perception.landmarks import draw_face_landmarks
+
+        size = np.array([self.width, self.height], dtype=np.float64)
+        points = [person.face_landmarks * size for person in self.people if person.face_landmarks is not None]
+        return draw_face_landmarks(points, self.width, self.height)
+
+    def render_condition(self) -> Image.Image:
+        """The ControlNet condition: the skeleton, and the face landmarks where known, drawn together as in MMF
+        training (per-pixel maximum of the two renderings). Without landmarks, exactly `render_skeleton()`."""
+        skeleton = self.render_skeleton()
+        if not self.has_face_landmarks():
+            return skeleton
+        landmarks = np.asarray(self.render_face_landmarks().convert("RGB"))
+        return Image.fromarray(np.maximum(np.asarray(skeleton.convert("RGB")), landmarks))
+
     # ---- validation ----------------------------------------------------------------------------------------
 
     def validate(self, num_identities: int) -> list[str]:
@@ -326,9 +372,7 @@ class Layout:
     def move(self, person: int, dx: float, dy: float) -> Layout:
         """Shift one person by `(dx, dy)` in canvas fractions (0.1 = a tenth of the width/height)."""
         result, target = self._edit(person)
-        target.keypoints[:, :2] += (dx, dy)
-        if target.face_box is not None:
-            target.face_box += (dx, dy, dx, dy)
+        target.map_points(lambda points: points + (dx, dy))
         return result
 
     def scale(self, person: int, factor: float, around: str = "head") -> Layout:
@@ -339,30 +383,33 @@ class Layout:
             raise LayoutError(f"scale around 'head' or 'centre', not {around!r}")
         pivot = self._pivot(person, around)
         result, target = self._edit(person)
-        target.keypoints[:, :2] = pivot + (target.keypoints[:, :2] - pivot) * factor
-        if target.face_box is not None:
-            target.face_box = (pivot + (target.face_box.reshape(2, 2) - pivot) * factor).ravel()
+        target.map_points(lambda points: pivot + (points - pivot) * factor)
         return result
 
     def mirror(self, person: int) -> Layout:
-        """Flip one person horizontally about its body centre; left and right joints swap names."""
+        """Flip one person horizontally about its body centre; left and right joints swap names.
+
+        Face landmarks flip their x but keep their indices, so their left/right colours are not swapped.
+        """
         pivot_x = self._pivot(person, "centre")[0]
         result, target = self._edit(person)
-        target.keypoints[:, 0] = 2 * pivot_x - target.keypoints[:, 0]
+        target.map_points(lambda points: points * (-1.0, 1.0) + (2 * pivot_x, 0.0))
         for right, left in LEFT_RIGHT_PAIRS:
             target.keypoints[[right, left]] = target.keypoints[[left, right]]
-        if target.face_box is not None:
-            x0, y0, x1, y1 = target.face_box
-            target.face_box = np.array([2 * pivot_x - x1, y0, 2 * pivot_x - x0, y1])
         return result
 
     def set_joint(self, person: int, joint: int | str, x: float, y: float, confidence: float = 1.0) -> Layout:
-        """Place one joint (index or name such as `"l_wrist"`) at normalised `(x, y)`; confidence 0 hides it."""
+        """Place one joint (index or name such as `"l_wrist"`) at normalised `(x, y)`; confidence 0 hides it.
+
+        Moving a head joint (nose, eyes, ears) drops the person's face landmarks: they no longer match the head.
+        """
         joint_index = JOINT_INDEX.get(joint) if isinstance(joint, str) else int(joint)
         if joint_index is None or not 0 <= joint_index < len(JOINTS):
             raise LayoutError(f"unknown joint {joint!r}: use 0..17 or one of {', '.join(JOINTS)}")
         result, target = self._edit(person)
         target.keypoints[joint_index] = (x, y, confidence)
+        if joint_index in FACE_JOINTS:
+            target.face_landmarks = None
         return result
 
     def set_identity(self, person: int, identity: int | None) -> Layout:
@@ -399,10 +446,7 @@ class Layout:
         old_size, new_size = np.array([self.width, self.height]), np.array([width, height])
         result = Layout(width, height, copy.deepcopy(self.people))
         for person in result.people:
-            person.keypoints[:, :2] = (person.keypoints[:, :2] * old_size * scale + offset) / new_size
-            if person.face_box is not None:
-                corners = person.face_box.reshape(2, 2)
-                person.face_box = ((corners * old_size * scale + offset) / new_size).ravel()
+            person.map_points(lambda points: (points * old_size * scale + offset) / new_size)
         return result
 
     def _pivot(self, person_index: int, around: str) -> np.ndarray:
@@ -679,20 +723,38 @@ def _layout_from_photo(cls: type[Layout], image, width: int | None, height: int 
     if not faces and not poses:
         name = photo.info.get("source", "the photo")
         raise LayoutError(f"no people found in {name}: use a photo with visible people")
-    people = _attach_faces(poses, faces, photo.size)
+    people = _attach_faces(poses, faces, photo.size, [_normalised_landmarks(photo, face) for face in faces])
     natural = cls(photo.width, photo.height, people)
     if width is None or height is None:
         width, height = closest_size(photo.width, photo.height)
     return natural.fit_to(width, height)
 
 
-def _attach_faces(poses: list[np.ndarray], faces: list, size: tuple[int, int]) -> list[Person]:
-    """Give each detected face to the skeleton whose head it sits on; a face no skeleton explains becomes a person."""
+def _normalised_landmarks(photo: Image.Image, face) -> np.ndarray | None:
+    """The face's dense landmarks in [0, 1] of the photo; None when they cannot be found (the layout still works)."""
+    from magicid.perception.landmarks import face_landmarks
+
+    try:
+        points = face_landmarks(photo, face)
+    except Exception:  # optional extra (missing model, odd crop): the skeleton alone still conditions the face
+        return None
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.isfinite(points).all():
+        return None
+    return points / np.array(photo.size, dtype=np.float64)
+
+
+def _attach_faces(
+    poses: list[np.ndarray], faces: list, size: tuple[int, int], landmarks: list[np.ndarray | None] | None = None
+) -> list[Person]:
+    """Give each detected face (and its normalised landmarks, if given) to the skeleton whose head it sits on;
+    a face no skeleton explains becomes a person."""
     width, height = size
+    landmarks = landmarks or [None] * len(faces)
     people = [Person(pose) for pose in poses]
     estimated = [face_box_from_keypoints(pose, width, height) for pose in poses]
     taken: set[int] = set()
-    for face in faces:
+    for face, points in zip(faces, landmarks):
         scores = [
             _head_match(face.box, head) if head is not None and i not in taken else 0.0
             for i, head in enumerate(estimated)
@@ -700,9 +762,10 @@ def _attach_faces(poses: list[np.ndarray], faces: list, size: tuple[int, int]) -
         best = int(np.argmax(scores)) if scores else -1
         if best >= 0 and scores[best] > 0:
             taken.add(best)
-            people[best].face_box = face.box_norm(width, height)
+            people[best].face_box, people[best].face_landmarks = face.box_norm(width, height), points
         else:
-            people.append(Person(_head_pose_from_face(face, width, height), face_box=face.box_norm(width, height)))
+            pose = _head_pose_from_face(face, width, height)
+            people.append(Person(pose, face_box=face.box_norm(width, height), face_landmarks=points))
     return people
 
 

@@ -56,6 +56,32 @@ def test_layout_from_a_group_photo_puts_one_mask_on_each_face(photo_layouts, nam
         assert sorted(overlaps)[-2:][0] < 0.1 if len(overlaps) > 1 else True  # no second mask on that face
 
 
+@pytest.mark.parametrize("name", GROUP_PHOTOS)
+def test_layout_from_a_group_photo_draws_face_landmarks_into_the_condition(photo_layouts, name):
+    photo, faces, layout = photo_layouts[name]
+    skeleton, landmarks = np.asarray(layout.render_skeleton()), np.asarray(layout.render_face_landmarks())
+    condition = np.asarray(layout.render_condition())
+
+    assert all(person.face_landmarks is not None for person in layout.people if person.face_box is not None)
+    assert sum(person.face_landmarks is not None for person in layout.people) >= len(faces)
+    assert np.array_equal(condition, np.maximum(skeleton, landmarks))  # as training's "all" stage draws both
+    for face in faces:
+        x0, y0, x1, y1 = face.box.astype(int)
+        inside = (condition != skeleton)[max(y0, 0) : y1, max(x0, 0) : x1].any(axis=-1)
+        assert inside.sum() > 0.01 * inside.size, face.box  # landmark contours add pixels on every face
+
+
+def test_group_conditions_use_the_landmarks_of_a_photo_layout(photo_layouts):
+    _, _, layout = photo_layouts["group/voc_three_friends.jpg"]
+
+    conditions = group_conditions(layout, 3, width=768, height=512)
+    control = np.asarray(conditions.control_image)
+
+    assert conditions.layout.has_face_landmarks()
+    assert np.array_equal(control, np.asarray(conditions.layout.render_condition()))
+    assert not np.array_equal(control, np.asarray(conditions.layout.render_skeleton()))
+
+
 def test_layout_from_photo_fits_a_standard_canvas(photo_layouts, testdata):
     photo, faces, native = photo_layouts["group/voc_three_friends.jpg"]
     fitted = native.fit_to(768, 512)  # what from_photo does for a 500 x 375 photo by default
@@ -126,6 +152,7 @@ def test_group_conditions_fit_the_layout_to_the_generation_size():
     conditions = group_conditions(layout, 3, width=768, height=512)
 
     assert conditions.control_image.size == (768, 512)
+    assert np.array_equal(np.asarray(conditions.control_image), np.asarray(conditions.layout.render_skeleton()))
     assert conditions.id_masks.shape == (3, 512, 768) and conditions.id_masks.dtype == torch.float32
     assert [p.identity for p in conditions.layout.people] == [0, 1, 2, None]
     assert any("4 people but 3 identities" in w for w in conditions.warnings)

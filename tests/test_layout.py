@@ -29,6 +29,20 @@ def pixel(layout: Layout, person: int, joint: int) -> tuple[int, int]:
     return int(y), int(x)
 
 
+def ring_landmarks(layout: Layout, person: int, count: int = 68) -> np.ndarray:
+    """Synthetic dense landmarks (dlib-68 sized, drawn without a model): an ellipse inside the face box, normalised."""
+    x0, y0, x1, y1 = layout.face_box(person) / np.array([layout.width, layout.height] * 2)
+    angles = np.linspace(0, 2 * np.pi, count, endpoint=False)
+    xs, ys = (x0 + x1) / 2 + 0.4 * (x1 - x0) * np.cos(angles), (y0 + y1) / 2 + 0.4 * (y1 - y0) * np.sin(angles)
+    return np.stack([xs, ys], axis=1)
+
+
+def with_landmarks(layout: Layout, person: int = 0) -> Layout:
+    result = Layout.from_dict(layout.to_dict())
+    result.people[person].face_landmarks = ring_landmarks(layout, person)
+    return result
+
+
 # ---- JSON ----------------------------------------------------------------------------------------------------
 
 
@@ -47,6 +61,21 @@ def test_json_round_trip_keeps_everything(tmp_path):
     for before, after in zip(layout.people, again.people):
         np.testing.assert_allclose(after.keypoints, before.keypoints, atol=1e-6)
     assert Layout.from_json(text).to_json() == text == again.to_json()
+
+
+def test_json_round_trip_keeps_face_landmarks_and_old_files_still_load():
+    layout = with_landmarks(Layout.from_template("standing", 2), person=1)
+
+    again = Layout.from_json(layout.to_json())
+    old_style = layout.to_dict()
+    for person in old_style["people"]:
+        del person["face_landmarks"]  # a layout saved before landmarks existed
+
+    assert again.people[0].face_landmarks is None and again.people[1].face_landmarks.shape == (68, 2)
+    np.testing.assert_allclose(again.people[1].face_landmarks, layout.people[1].face_landmarks, atol=5e-5)  # stored to 1e-4 of the canvas: 0.1 px at 1024
+    assert all(person.face_landmarks is None for person in Layout.from_dict(old_style).people)
+    with pytest.raises(LayoutError, match="face landmarks must be K finite"):
+        Person(layout.people[0].keypoints, face_landmarks=np.zeros((5, 3)))
 
 
 @pytest.mark.parametrize(
@@ -162,6 +191,26 @@ def test_skeleton_is_drawn_at_canvas_size_where_the_people_are():
         y, x = pixel(layout, person, NECK)
         assert image[y - 2 : y + 3, x - 2 : x + 3].max() > 100
     assert image[:, 250:262].max() == 0  # nothing between the two people
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_condition_of_a_template_is_exactly_its_skeleton(name):
+    layout = Layout.from_template(name, 3, 512, 384)
+    assert not layout.has_face_landmarks()
+    assert np.array_equal(np.asarray(layout.render_condition()), np.asarray(layout.render_skeleton()))
+
+
+def test_condition_draws_face_landmarks_over_the_skeleton_like_training():
+    layout = with_landmarks(Layout.from_template("half-body", 2, 512, 384), person=1)
+    skeleton, landmarks = np.asarray(layout.render_skeleton()), np.asarray(layout.render_face_landmarks())
+    condition = np.asarray(layout.render_condition())
+
+    assert condition.shape == skeleton.shape == landmarks.shape == (384, 512, 3)
+    assert np.array_equal(condition, np.maximum(skeleton, landmarks))  # torch.maximum(skeleton, landmarks)
+    x0, y0, x1, y1 = layout.face_box(1).astype(int)
+    assert (landmarks[y0:y1, x0:x1] > 0).any() and (condition != skeleton)[y0:y1, x0:x1].any()
+    x0, y0, x1, y1 = layout.face_box(0).astype(int)
+    assert not landmarks[y0:y1, x0:x1].any()  # person 1 has no landmarks: skeleton only
 
 
 # ---- assignment and validation -------------------------------------------------------------------------------
@@ -289,6 +338,25 @@ def test_set_joint_add_and_remove_person():
     with pytest.raises(LayoutError, match="no person 3"):
         layout.move(2, 0.1, 0.1)
     assert len(JOINTS) == 18
+
+
+def test_edits_move_face_landmarks_with_the_person():
+    layout = with_landmarks(Layout.from_template("full-body", 3))
+    points = layout.people[0].face_landmarks
+    visible = layout.people[0].keypoints[layout.people[0].keypoints[:, 2] > 0]
+    pivot_x = (visible[:, 0].min() + visible[:, 0].max()) / 2  # the body centre
+    head = head_centre(layout, 0) / (layout.width, layout.height)
+
+    np.testing.assert_allclose(layout.move(0, 0.1, -0.05).people[0].face_landmarks, points + (0.1, -0.05))
+    np.testing.assert_allclose(layout.scale(0, 2.0).people[0].face_landmarks, head + (points - head) * 2.0)
+    mirrored = layout.mirror(0).people[0].face_landmarks
+    np.testing.assert_allclose(mirrored[:, 0], 2 * pivot_x - points[:, 0])  # x flips about the body centre
+    np.testing.assert_allclose(mirrored[:, 1], points[:, 1])
+    wide = layout.fit_to(1024, 512).people[0].face_landmarks
+    np.testing.assert_allclose(wide, (points * 512 + (256, 0)) / (1024, 512))
+    assert layout.set_joint(0, "l_wrist", 0.5, 0.5).people[0].face_landmarks is not None
+    assert layout.set_joint(0, "nose", 0.5, 0.5).people[0].face_landmarks is None  # no longer matches the head
+    assert layout.people[0].face_landmarks is points  # edits leave the original alone
 
 
 def test_fit_to_keeps_proportions():

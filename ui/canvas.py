@@ -24,7 +24,7 @@ def draw_canvas(layout, names: list[str] | None = None, selected: tuple[int, int
 
     `selected` = (person, joint or None) is highlighted: a ring around the joint, or a box around the person.
     """
-    canvas = layout.render_skeleton().convert("RGB")
+    canvas = layout.render_condition().convert("RGB")
     draw = ImageDraw.Draw(canvas)
     font = _font(max(12, canvas.width // 40))
     for index, (person, box) in enumerate(zip(layout.people, layout.face_boxes())):
