@@ -121,6 +121,9 @@ class MagicID:
         conditions = group_conditions(layout, len(identities), config.width, config.height)
         pipe, encoder = self._load()
         id_tokens = encoder.id_tokens(identities)
+        # IP-Adapter (hub) was trained with null tokens in its unconditional branch; MagicID's own ID attention
+        # keeps that branch exactly text-only (zero tokens)
+        negative_tokens = encoder.null_tokens(len(identities)) if pipe.id_mode == "unet" else None
         masks = conditions.id_masks if len(identities) > 1 else None  # one identity: Eq. 1, no mask needed
         output = pipe(
             prompt=config.prompt,
@@ -129,6 +132,7 @@ class MagicID:
             id_embeds=id_tokens,
             id_masks=masks,
             id_scale=config.id_scale,
+            negative_id_embeds=negative_tokens,
             controlnet_conditioning_scale=config.controlnet_scale,
             num_inference_steps=config.steps,
             guidance_scale=config.guidance_scale,

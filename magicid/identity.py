@@ -89,6 +89,17 @@ class IdentityEncoder:
         return self.image_encoder(pixels, output_hidden_states=True).hidden_states[-2]
 
     @torch.no_grad()
+    def null_tokens(self, num_identities: int) -> torch.Tensor:
+        """IP-Adapter-FaceID-Plus's unconditional tokens `(N, num_tokens, dim)`: the resampler applied to a zero face
+        embedding and the CLIP features of an all-zero (normalised) image, as the adapter saw when trained with
+        dropped images; the `hub` profile's CFG branch needs them to match that training."""
+        size = self.image_encoder.config.image_size
+        pixels = torch.zeros(1, 3, size, size, device=self.image_encoder.device, dtype=self.image_encoder.dtype)
+        clip = self.image_encoder(pixels, output_hidden_states=True).hidden_states[-2].to(self.resampler.dtype)
+        face = torch.zeros(1, self.resampler.config.id_embeddings_dim, device=clip.device, dtype=clip.dtype)
+        return self.resampler(face, clip).expand(num_identities, -1, -1)
+
+    @torch.no_grad()
     def id_tokens(self, identities: list[Identity]) -> torch.Tensor:
         """`F_id` for each identity, stacked: `(N, num_tokens, cross_attention_dim)`."""
         expected = self.resampler.config.id_embeddings_dim

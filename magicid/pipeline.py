@@ -82,13 +82,15 @@ class MagicIDPipeline(StableDiffusionControlNetPipeline):
         controlnet_conditioning_scale: float = 1.0,
         guidance_scale: float = 1.0,
         cross_attention_kwargs: dict[str, Any] | None = None,
+        negative_id_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The (guided) noise prediction for `latents (B, 4, h, w)` at step `t`.
 
         `prompt_embeds` is `(2B, L, D)` = [negative; positive] when `guidance_scale > 1`, else `(B, L, D)`.
         `control_image` is a prepared tensor (any batch that divides the model batch). `id_embeds` `(N, T, D)`
         or `(B, N, T, D)`; `id_masks` `(N, H, W)` in [0, 1] at any resolution with the image's aspect ratio.
-        The unconditional CFG branch gets zero ID tokens, which contribute exactly nothing (zero values).
+        The unconditional CFG branch gets `negative_id_embeds` (shaped like `id_embeds`), by default zero ID
+        tokens, which contribute exactly nothing (zero values).
         The ControlNet is skipped at scale 0, so that output is exactly the UNet's alone.
         """
         do_cfg = guidance_scale > 1.0
@@ -96,7 +98,7 @@ class MagicIDPipeline(StableDiffusionControlNetPipeline):
         model_input = self.scheduler.scale_model_input(model_input, t)
         batch = model_input.shape[0]
         text = _text_for_batch(prompt_embeds, latents.shape[0], do_cfg)
-        id_states = self._id_encoder_states(text, id_embeds, latents.shape[0], do_cfg)
+        id_states = self._id_encoder_states(text, id_embeds, negative_id_embeds, latents.shape[0], do_cfg)
         id_kwargs = dict(cross_attention_kwargs or {})
         if id_embeds is not None and id_masks is not None:
             id_kwargs["ip_adapter_masks"] = [self._prepare_id_masks(id_masks, text, do_cfg)]
@@ -130,14 +132,14 @@ class MagicIDPipeline(StableDiffusionControlNetPipeline):
             noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
         return noise_pred
 
-    def _id_encoder_states(self, text: torch.Tensor, id_embeds: torch.Tensor | None, batch: int, do_cfg: bool):
+    def _id_encoder_states(self, text, id_embeds, negative_id_embeds, batch: int, do_cfg: bool):
         """`(text, [F_id (B', N, T, D)])`, or the text alone when there are no ID tokens."""
         if id_embeds is None:
             return text
-        tokens = id_embeds if id_embeds.ndim == 4 else id_embeds.unsqueeze(0)
-        tokens = _repeat_to(tokens.to(device=text.device, dtype=text.dtype), batch)
+        tokens = _id_batch(id_embeds, text, batch)
         if do_cfg:
-            tokens = torch.cat([torch.zeros_like(tokens), tokens])
+            negative = torch.zeros_like(tokens) if negative_id_embeds is None else _id_batch(negative_id_embeds, text, batch)
+            tokens = torch.cat([negative, tokens])
         return text, [tokens]
 
     @staticmethod
@@ -173,6 +175,7 @@ class MagicIDPipeline(StableDiffusionControlNetPipeline):
         id_embeds: torch.Tensor | None = None,
         id_masks: torch.Tensor | np.ndarray | None = None,
         id_scale: float | list[float] = 1.0,
+        negative_id_embeds: torch.Tensor | None = None,
         controlnet_conditioning_scale: float = 1.0,
         num_inference_steps: int = 30,
         guidance_scale: float = 5.0,
@@ -252,7 +255,7 @@ class MagicIDPipeline(StableDiffusionControlNetPipeline):
                     continue
                 noise_pred = self.predict_noise(
                     latents, t, prompt_embeds, control, id_embeds, id_masks, id_scale,
-                    controlnet_conditioning_scale, guidance_scale, cross_attention_kwargs,
+                    controlnet_conditioning_scale, guidance_scale, cross_attention_kwargs, negative_id_embeds,
                 )
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
                 if callback_on_step_end is not None:
@@ -292,3 +295,9 @@ def _repeat_to(tensor: torch.Tensor, batch: int) -> torch.Tensor:
     if batch % tensor.shape[0]:
         raise ValueError(f"cannot broadcast a batch of {tensor.shape[0]} to {batch}")
     return tensor.repeat(batch // tensor.shape[0], *([1] * (tensor.ndim - 1)))
+
+
+def _id_batch(id_embeds: torch.Tensor, like: torch.Tensor, batch: int) -> torch.Tensor:
+    """`(N, T, D)` or `(B, N, T, D)` ID tokens as `(batch, N, T, D)` on `like`'s device and dtype."""
+    tokens = id_embeds if id_embeds.ndim == 4 else id_embeds.unsqueeze(0)
+    return _repeat_to(tokens.to(device=like.device, dtype=like.dtype), batch)

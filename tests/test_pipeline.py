@@ -117,3 +117,24 @@ def test_predict_noise_broadcasts_one_prompt_over_a_batch(pipe, skeleton, id_tok
         single = pipe.predict_noise(latents[1:2], t, prompt_embeds, control, id_tokens[:1], guidance_scale=5.0)
     assert batched.shape == latents.shape
     assert torch.allclose(batched[1:2], single, atol=1e-5)
+
+
+def test_negative_id_tokens_feed_only_the_unconditional_branch(pipe, skeleton, id_tokens):
+    one = id_tokens[:1]
+    default = generate(pipe, skeleton, id_embeds=one)
+    assert np.array_equal(generate(pipe, skeleton, id_embeds=one, negative_id_embeds=torch.zeros_like(one)), default)
+    assert not np.allclose(generate(pipe, skeleton, id_embeds=one, negative_id_embeds=id_tokens[1:2]), default, atol=1e-4)
+    no_cfg = dict(id_embeds=one, guidance_scale=1.0)
+    assert np.array_equal(generate(pipe, skeleton, negative_id_embeds=id_tokens[1:2], **no_cfg), generate(pipe, skeleton, **no_cfg))
+
+
+def test_null_tokens_are_the_resampler_of_a_blank_face_and_image():
+    from magicid.config import ProfileConfig
+    from magicid.profiles import load_profile
+
+    class Blank:
+        name, dim = "blank128", 128
+
+    _, encoder = load_profile(ProfileConfig(name="tiny"), embedder=Blank())
+    null = encoder.null_tokens(3)
+    assert null.shape == (3, 4, 32) and torch.equal(null[0], null[2]) and null.abs().sum() > 0
