@@ -51,15 +51,15 @@ class GenerateRequest:
     style: str = "None"
     seed: int = 0
     randomize_seed: bool = False
-    steps: int = 30
-    guidance_scale: float = 5.0
-    id_scale: float = 1.0
-    controlnet_scale: float = 1.0
-    width: int = 512
-    height: int = 512
-    num_images: int = 1
+    steps: int = GenerationConfig.steps
+    guidance_scale: float = GenerationConfig.guidance_scale
+    id_scale: float = GenerationConfig.id_scale
+    controlnet_scale: float = GenerationConfig.controlnet_scale
+    width: int = GenerationConfig.width
+    height: int = GenerationConfig.height
+    num_images: int = GenerationConfig.num_images
     diir_mode: str = "auto"
-    diir_threshold_px: int = 100
+    diir_threshold_px: int = GenerationConfig.restore_threshold_px
 
 
 @dataclass

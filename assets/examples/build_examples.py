@@ -9,6 +9,7 @@ from pathlib import Path
 
 from magicid.layout import Layout
 
+
 OUT = Path(__file__).resolve().parent / "layouts"
 
 

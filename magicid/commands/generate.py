@@ -6,30 +6,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from magicid.config import PAPER_GUIDANCE, PAPER_STEPS, PROFILES, GenerationConfig
+from magicid.commands.shared import (
+    add_identity_arguments,
+    add_profile_arguments,
+    encode_identities,
+    engine_from_args,
+    save_debug_images,
+)
+from magicid.config import PAPER_GUIDANCE, PAPER_STEPS, GenerationConfig
 
 
 HELP = "Generate a portrait or group photo of the people in the --id photos, posed by a layout or a pose photo."
-PROFILE_FLAGS = (
-    "base_model", "vae", "openpose_controlnet", "ip_adapter_repo", "ip_adapter_weight", "image_encoder",
-    "magicid_weights", "insightface_root", "device", "dtype",
-)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", required=True, help="what the picture shows, e.g. 'two friends in a park'")
     parser.add_argument("--negative-prompt", default=GenerationConfig.negative_prompt, help="what to avoid")
-    parser.add_argument(
-        "--id", action="append", required=True, metavar="PHOTO[,PHOTO...]", dest="ids",
-        help="one identity: a face photo, or several photos of the same person joined by commas; repeat for more people",
-    )  # fmt: skip
-    parser.add_argument("--name", action="append", default=[], help="a name per --id, in order (for the report)")
+    add_identity_arguments(parser, "a face photo, or several of the same person joined by commas")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--pose", metavar="PHOTO", help="take the people's poses from this photo")
     where.add_argument("--skeleton", metavar="LAYOUT.json", help="a layout saved by `magicid layout` or the app")
     where.add_argument("--template", default="half-body", help="built-in layout when neither --pose nor --skeleton")
     parser.add_argument("--out", required=True, help="output PNG (several images: OUT-1.png, OUT-2.png, ...)")
-    parser.add_argument("--profile", choices=PROFILES, default=None, help="model profile (default: env MAGICID_PROFILE or tiny)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=PAPER_STEPS, help=f"DDIM steps (paper: {PAPER_STEPS})")
     parser.add_argument("--guidance", type=float, default=PAPER_GUIDANCE, help=f"CFG scale (paper: {PAPER_GUIDANCE})")
@@ -42,25 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     restore.add_argument("--restore", dest="restore", action="store_true", default=None, help="always run DIIR")
     restore.add_argument("--no-restore", dest="restore", action="store_false", help="never run DIIR")
     parser.add_argument("--debug-dir", help="also save the skeleton, face-region masks and restoration views here")
-    for flag in PROFILE_FLAGS:
-        option = "--" + flag.replace("_", "-")
-        parser.add_argument(option, default=None, help=f"override the profile's {flag} (env MAGICID_{flag.upper()})")
+    add_profile_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from magicid.config import ProfileConfig
-    from magicid.engine import MagicID
-    from magicid.errors import InvalidSettingError
     from magicid.pngmeta import save_png
 
-    overrides = {flag: getattr(args, flag) for flag in PROFILE_FLAGS}
-    try:
-        profile = ProfileConfig.from_env(args.profile, **overrides)
-    except ValueError as error:
-        raise InvalidSettingError(str(error)) from error
-    engine = MagicID.from_profile(profile)
-    if engine.is_miniature:
-        print(f"notice: {engine.banner()}", file=sys.stderr)
+    engine = engine_from_args(args)
     layout = _layout(args, len(args.ids))
     config = GenerationConfig(
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance,
@@ -71,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from magicid.engine import validate_generation
 
     validate_generation(config, len(args.ids), engine.limits)  # fail fast, before any model loads
-    names = args.name + [""] * (len(args.ids) - len(args.name))
-    identities = [engine.encode_identity(_photos(spec), name=name) for spec, name in zip(args.ids, names)]
+    identities = encode_identities(engine, args)
     result = engine.generate(config, identities, layout)
     for message in result.messages:
         print(f"note: {message}", file=sys.stderr)
@@ -81,12 +66,8 @@ def run(args: argparse.Namespace) -> int:
         save_png(image, path, result.parameters)
         print(path)
     if args.debug_dir:
-        _save_debug(Path(args.debug_dir), result.debug_images)
+        save_debug_images(Path(args.debug_dir), result.debug_images)
     return 0
-
-
-def _photos(spec: str) -> list[str]:
-    return [part for part in (piece.strip() for piece in spec.split(",")) if part]
 
 
 def _layout(args: argparse.Namespace, num_identities: int):
@@ -106,10 +87,3 @@ def _output_paths(out: Path, count: int) -> list[Path]:
     if count == 1:
         return [out]
     return [out.with_name(f"{out.stem}-{index + 1}{out.suffix}") for index in range(count)]
-
-
-def _save_debug(directory: Path, images) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for index, (image, caption) in enumerate(images):
-        slug = "".join(c if c.isalnum() else "-" for c in caption.lower()).strip("-")[:40]
-        image.save(directory / f"{index:02d}-{slug}.png")

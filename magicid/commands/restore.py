@@ -6,23 +6,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from magicid.config import PAPER_SMALL_FACE_PX, PAPER_STEPS, PROFILES, DIIRConfig
+from magicid.commands.shared import (
+    add_identity_arguments,
+    add_profile_arguments,
+    encode_identities,
+    engine_from_args,
+    save_debug_images,
+)
+from magicid.config import PAPER_SMALL_FACE_PX, PAPER_STEPS, DIIRConfig
 
 
 HELP = "Restore the small faces of any picture with the identities of the --id photos (DIIR), background untouched."
-PROFILE_FLAGS = (
-    "base_model", "vae", "landmark_controlnet", "ip_adapter_repo", "ip_adapter_weight", "image_encoder",
-    "magicid_weights", "insightface_root", "device", "dtype",
-)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="the picture whose small faces to restore")
-    parser.add_argument(
-        "--id", action="append", required=True, metavar="PHOTO[,PHOTO...]", dest="ids",
-        help="one identity: a face photo, or several photos of one person joined by commas; repeat per person",
-    )  # fmt: skip
-    parser.add_argument("--name", action="append", default=[], help="a name per --id, in order (for the messages)")
+    add_identity_arguments(parser, "a face photo, or several of one person joined by commas")
     parser.add_argument("--out", required=True, help="output PNG")
     parser.add_argument(
         "--threshold", type=int, default=PAPER_SMALL_FACE_PX, help="restore faces smaller than this (px)"
@@ -33,9 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: matched by face similarity)",
     )  # fmt: skip
     parser.add_argument(
-        "--profile", choices=PROFILES, default=None, help="model profile (default: env MAGICID_PROFILE or tiny)"
-    )
-    parser.add_argument(
         "--steps", type=int, default=PAPER_STEPS, help=f"DDIM inversion and denoising steps (paper: {PAPER_STEPS})"
     )
     parser.add_argument("--id-scale", type=float, default=1.0, help="ID strength")
@@ -44,41 +40,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resolution", type=int, default=None, help="face crop side fed to the model (default: the model's)"
     )
     parser.add_argument("--debug-dir", help="also save each face's crop, landmarks, mask and before/after here")
-    for flag in PROFILE_FLAGS:
-        option = "--" + flag.replace("_", "-")
-        parser.add_argument(option, default=None, help=f"override the profile's {flag} (env MAGICID_{flag.upper()})")
+    add_profile_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from magicid.config import ProfileConfig
-    from magicid.engine import MagicID
-    from magicid.errors import InvalidSettingError
     from magicid.imageio import load_image
     from magicid.pngmeta import save_png
 
     config = _config(args)
-    try:
-        profile = ProfileConfig.from_env(args.profile, **{flag: getattr(args, flag) for flag in PROFILE_FLAGS})
-    except ValueError as error:
-        raise InvalidSettingError(str(error)) from error
     image = load_image(args.image)  # fail fast on a bad picture, before any model loads
-    engine = MagicID.from_profile(profile)
-    if engine.is_miniature:
-        print(f"notice: {engine.banner()}", file=sys.stderr)
-    names = args.name + [""] * (len(args.ids) - len(args.name))
-    references = [
-        engine.encode_identity(_photos(spec), name=name or f"#{index + 1}")
-        for index, (spec, name) in enumerate(zip(args.ids, names))
-    ]
+    engine = engine_from_args(args)
+    references = encode_identities(engine, args, default_name=lambda index: f"#{index + 1}")
     result = _restore(engine, image, references, config, _assignment(args.assign, len(references)))
     for message in result.messages:
         print(f"note: {message}", file=sys.stderr)
     out = Path(args.out).with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_png(result.image, out, {"command": "restore", "profile": profile.name, **_parameters(config, references)})
+    save_png(result.image, out, {"command": "restore", "profile": engine.profile.name, **_parameters(config, references)})
     print(out)
     if args.debug_dir:
-        _save_debug(Path(args.debug_dir), result.debug_images)
+        save_debug_images(Path(args.debug_dir), result.debug_images)
     return 0
 
 
@@ -124,14 +105,3 @@ def _parameters(config: DIIRConfig, references) -> dict:
     from dataclasses import asdict
 
     return {"diir": asdict(config), "identities": [reference.name for reference in references]}
-
-
-def _photos(spec: str) -> list[str]:
-    return [part for part in (piece.strip() for piece in spec.split(",")) if part]
-
-
-def _save_debug(directory: Path, images) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for index, (image, caption) in enumerate(images):
-        slug = "".join(c if c.isalnum() else "-" for c in caption.lower()).strip("-")[:48]
-        image.save(directory / f"{index:02d}-{slug}.png")
