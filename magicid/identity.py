@@ -7,6 +7,7 @@ resampler's output averaged over photos (each photo paired with the mean embeddi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -88,16 +89,20 @@ class IdentityEncoder:
         pixels = pixels.to(device=self.image_encoder.device, dtype=self.image_encoder.dtype)
         return self.image_encoder(pixels, output_hidden_states=True).hidden_states[-2]
 
-    @torch.no_grad()
     def null_tokens(self, num_identities: int) -> torch.Tensor:
         """IP-Adapter-FaceID-Plus's unconditional tokens `(N, num_tokens, dim)`: the resampler applied to a zero face
         embedding and the CLIP features of an all-zero (normalised) image, as the adapter saw when trained with
         dropped images; the `hub` profile's CFG branch needs them to match that training."""
+        return self._null_token.expand(num_identities, -1, -1)
+
+    @functools.cached_property
+    @torch.no_grad()
+    def _null_token(self) -> torch.Tensor:
         size = self.image_encoder.config.image_size
         pixels = torch.zeros(1, 3, size, size, device=self.image_encoder.device, dtype=self.image_encoder.dtype)
         clip = self.image_encoder(pixels, output_hidden_states=True).hidden_states[-2].to(self.resampler.dtype)
         face = torch.zeros(1, self.resampler.config.id_embeddings_dim, device=clip.device, dtype=clip.dtype)
-        return self.resampler(face, clip).expand(num_identities, -1, -1)
+        return self.resampler(face, clip)
 
     @torch.no_grad()
     def id_tokens(self, identities: list[Identity]) -> torch.Tensor:
