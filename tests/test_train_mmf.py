@@ -134,6 +134,52 @@ def test_resume_continues_from_the_latest_checkpoint(trained, data_dir):
     assert (out_dir / "checkpoints" / "checkpoint-21" / "model.safetensors").is_file()
 
 
+@pytest.fixture(scope="module")
+def stream_data_dir(tmp_path_factory, testdata) -> Path:
+    """5 records in shards of 3 and 2: epochs end mid-batch, and two consumers get unequal shares."""
+    directory = tmp_path_factory.mktemp("idzoom-stream")
+    photos = [testdata / "portraits" / "barack_obama" / "1.jpg", testdata / "portraits" / "joe_biden" / "1.jpg"]
+    with ShardWriter(directory, records_per_shard=3) as writer:
+        for index in range(5):
+            writer.write(synthetic_record(photos[index % 2], index))
+    return directory
+
+
+def run_recording_keys(config, data_dir, out_dir, max_steps, resume=False) -> list[list[str]]:
+    from train.train_mmf import train
+
+    keys = []
+    train(config, data_dir, out_dir, max_steps=max_steps, resume=resume, on_batch=lambda b: keys.append(b["key"]))
+    return keys
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_run_sees_the_same_samples_and_ends_with_the_same_weights(
+    stream_data_dir, tmp_path, fresh_accelerator_state, workers
+):
+    """Interrupted after step 1 and resumed to step 3 == straight to step 3: the same batches (keys) in the same
+    order, and bit-identical weights (CPU, same ops in the same order; noise, null text and the condition choice
+    are replayed too). 3 micro-batches per step, so with 2 workers the resumed loader starts on the second one."""
+    from safetensors.torch import load_file
+
+    config = tiny_test_config(
+        gradient_accumulation_steps=3, dataloader_num_workers=workers, shuffle_buffer=2, null_text_prob=0.5,
+        clone_every=2, stages=[Stage("all", "all", 10)],
+    )  # fmt: skip
+    straight = run_recording_keys(config, stream_data_dir, tmp_path / "straight", 3)
+    first = run_recording_keys(config, stream_data_dir, tmp_path / "resumed", 1)
+    rest = run_recording_keys(config, stream_data_dir, tmp_path / "resumed", 3, resume=True)
+    assert len(straight) == 9 and len(first) == 3
+    assert first + rest == straight
+    assert len({tuple(keys) for keys in straight}) > 1  # the stream really shuffles
+    weights = [load_file(tmp_path / run / "checkpoints" / "checkpoint-3" / "model.safetensors")
+               for run in ("straight", "resumed")]  # fmt: skip
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    initial = load_file(tmp_path / "resumed" / "checkpoints" / "checkpoint-1" / "model.safetensors")
+    assert any(not torch.equal(initial[name], weights[1][name]) for name in initial)  # it trained after resuming
+
+
 # debug_launcher forks; a process that already ran torch's OpenMP thread pool (this pytest process) can deadlock
 # its forked children, so the launcher runs in a fresh interpreter.
 TWO_PROCESS_SCRIPT = """
@@ -143,30 +189,48 @@ from accelerate import PartialState, debug_launcher
 from train.configs import load_config
 from train.train_mmf import train
 
-def run(config_path, data_dir, out_dir):
-    result = train(load_config(config_path), data_dir, out_dir, max_steps=2)
+def run(config_path, data_dir, out_dir, max_steps, resume):
+    keys = []
+    result = train(load_config(config_path), data_dir, out_dir, max_steps=int(max_steps), resume=resume == "resume",
+                   on_batch=lambda batch: keys.append(batch["key"]))
     state = PartialState()
-    report = {"steps": result.global_step, "world": state.num_processes, "losses": result.losses}
-    Path(out_dir, f"rank{state.process_index}.json").write_text(json.dumps(report))
+    report = {"steps": result.global_step, "world": state.num_processes, "losses": result.losses, "keys": keys}
+    with Path(out_dir, f"rank{state.process_index}.jsonl").open("a") as log:
+        log.write(json.dumps(report) + "\\n")
 
-debug_launcher(run, args=tuple(sys.argv[1:]), num_processes=2)
+config_path, data_dir, out_dir = sys.argv[1:]
+for name, steps, resume in (("straight", 3, ""), ("resumed", 1, ""), ("resumed", 3, "resume")):
+    debug_launcher(run, args=(config_path, data_dir, str(Path(out_dir, name)), steps, resume), num_processes=2)
 """
 
 
-def test_two_process_path_runs_with_debug_launcher(data_dir, tmp_path):
-    config = tiny_test_config().to_dict()
+def test_two_processes_train_and_resume_each_process_share(stream_data_dir, tmp_path):
+    """2 processes through `accelerate.debug_launcher`: losses are reduced over both, and each rank resumes its own
+    share of the stream (interrupted after step 1, resumed to 3 == straight to 3: same keys per rank, same weights)."""
+    from safetensors.torch import load_file
+
+    config = tiny_test_config(shuffle_buffer=2, null_text_prob=0.5, stages=[Stage("all", "all", 10)]).to_dict()
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps({"base_config": "tiny", **config}))
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-c", TWO_PROCESS_SCRIPT, str(config_path), str(data_dir), str(tmp_path)],
+        [sys.executable, "-c", TWO_PROCESS_SCRIPT, str(config_path), str(stream_data_dir), str(tmp_path)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-2000:]
-    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert all(report["world"] == 2 and report["steps"] == 2 for report in reports)
-    assert reports[0]["losses"] == reports[1]["losses"]  # logged losses are reduced over both processes
-    assert (tmp_path / "final" / "magicid.json").is_file()
+    reports = {(run, rank): [json.loads(line) for line in (tmp_path / run / f"rank{rank}.jsonl").open()]
+               for run in ("straight", "resumed") for rank in (0, 1)}  # fmt: skip
+    straight = [reports["straight", rank][0] for rank in (0, 1)]
+    assert all(report["world"] == 2 and report["steps"] == 3 for report in straight)
+    assert straight[0]["losses"] == straight[1]["losses"]  # logged losses are reduced over both processes
+    assert straight[0]["keys"] != straight[1]["keys"]  # each process streams its own share
+    assert (tmp_path / "straight" / "final" / "magicid.json").is_file()
+    for rank in (0, 1):
+        first, rest = reports["resumed", rank]
+        assert len(straight[rank]["keys"]) == 3 and first["keys"] + rest["keys"] == straight[rank]["keys"]
+    weights = [load_file(tmp_path / run / "checkpoints" / "checkpoint-3" / "model.safetensors")
+               for run in ("straight", "resumed")]  # fmt: skip
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
 def test_pretrained_base_from_a_local_diffusers_folder(tiny_components, data_dir, tmp_path):

@@ -76,7 +76,15 @@ def training_example(
 
 
 class MMFDataset(IterableDataset):
-    """Endless stream of training examples for process `rank` of `world_size`, shuffled with a bounded buffer."""
+    """Endless stream of training examples for process `rank` of `world_size`, shuffled with a bounded buffer.
+
+    Each example also carries `key` (the record's), and `stream_consumer`, `stream_epoch`, `stream_position`: which
+    consumer (process x dataloader worker) streamed it, in which epoch, at which position of that epoch's order.
+    An epoch's order depends only on (seed, consumer, epoch), so `start` ({consumer: (epoch, position)} of each
+    consumer's next example) resumes a stream exactly: that epoch is replayed and its first `position` records are
+    skipped undecoded. `worker_offset` rotates which dataloader worker plays which consumer, so that the workers'
+    batch-by-batch turns continue where they stopped too (see `train.train_mmf.StreamState`).
+    """
 
     def __init__(
         self,
@@ -89,6 +97,8 @@ class MMFDataset(IterableDataset):
         world_size: int = 1,
         seed: int = 0,
         shuffle_buffer: int = 512,
+        start: dict[int, tuple[int, int]] | None = None,
+        worker_offset: int = 0,
     ):
         self.paths = shard_paths(data_dir)
         if not self.paths:
@@ -98,23 +108,38 @@ class MMFDataset(IterableDataset):
         self.resolution, self.tokenizer, self.feature_extractor = resolution, tokenizer, feature_extractor
         self.null_text_prob, self.rank, self.world_size = null_text_prob, rank, world_size
         self.seed, self.shuffle_buffer = seed, shuffle_buffer
+        self.start, self.worker_offset = dict(start or {}), worker_offset
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker = get_worker_info()
         workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
-        consumer, consumers = self.rank * workers + worker_id, self.world_size * workers
-        rng = random.Random(self.seed * 1000 + consumer)
-        epoch = 0
+        consumer = self.rank * workers + (worker_id + self.worker_offset) % workers
+        consumers = self.world_size * workers
+        epoch, skip = self.start.get(consumer, (0, 0))
         while True:
-            records = iter_records(self.paths, consumer, consumers, shuffle_seed=self.seed + epoch)
             produced = False
-            for record in shuffled(records, self.shuffle_buffer, rng):
+            for position, members, null_text in self.epoch_order(consumer, consumers, epoch):
                 produced = True
-                null_text = rng.random() < self.null_text_prob
-                yield training_example(record, self.resolution, self.tokenizer, self.feature_extractor, null_text)
+                if position >= skip:
+                    yield self._example(members, null_text, (consumer, epoch, position))
             if not produced:
                 raise TrainingDataError(f"consumer {consumer} of {consumers} got no records: use more shards or data")
-            epoch += 1
+            epoch, skip = epoch + 1, 0
+
+    def epoch_order(self, consumer: int, consumers: int, epoch: int) -> Iterator[tuple[int, dict, bool]]:
+        """(position, raw record members, null text?) of one epoch of a consumer, a function of (seed, consumer,
+        epoch) only."""
+        rng = random.Random((self.seed * 1000 + consumer) * 1_000_003 + epoch)
+        records = iter_records(self.paths, consumer, consumers, shuffle_seed=self.seed + epoch, decode=False)
+        for position, members in enumerate(shuffled(records, self.shuffle_buffer, rng)):
+            yield position, members, rng.random() < self.null_text_prob
+
+    def _example(self, members: dict, null_text: bool, origin: tuple[int, int, int]) -> dict:
+        record = IDZoomRecord.from_members(members)
+        example = training_example(record, self.resolution, self.tokenizer, self.feature_extractor, null_text)
+        consumer, epoch, position = origin
+        return {**example, "key": record.key, "stream_consumer": consumer, "stream_epoch": epoch,
+                "stream_position": position}  # fmt: skip
 
 
 def shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator:

@@ -216,8 +216,10 @@ class ShardWriter:
         return self.directory / (SHARD_PATTERN.format(index=self.next_index) + suffix)
 
 
-def iter_shard(path: str | Path) -> Iterator[IDZoomRecord]:
-    """Records of one shard, streamed (the tar is read front to back, never indexed)."""
+def iter_shard(path: str | Path, decode: bool = True) -> Iterator[IDZoomRecord]:
+    """Records of one shard, streamed (the tar is read front to back, never indexed). `decode=False` yields the raw
+    `{suffix: bytes}` members instead (for `IDZoomRecord.from_members` later, e.g. only for records not skipped)."""
+    finish = IDZoomRecord.from_members if decode else dict
     with tarfile.open(path, "r|") as archive:
         key, members = None, {}
         for info in archive:
@@ -225,12 +227,12 @@ def iter_shard(path: str | Path) -> Iterator[IDZoomRecord]:
                 continue
             member_key, suffix = split_member_name(Path(info.name).name)
             if key is not None and member_key != key:
-                yield IDZoomRecord.from_members(members)
+                yield finish(members)
                 members = {}
             key = member_key
             members[suffix] = archive.extractfile(info).read()
         if members:
-            yield IDZoomRecord.from_members(members)
+            yield finish(members)
 
 
 def iter_records(
@@ -238,22 +240,24 @@ def iter_records(
     consumer: int = 0,
     num_consumers: int = 1,
     shuffle_seed: int | None = None,
+    decode: bool = True,
 ) -> Iterator[IDZoomRecord]:
     """One pass over the records of `paths` that belong to `consumer` of `num_consumers` (process x worker).
 
     With at least as many shards as consumers each consumer reads whole shards; otherwise every consumer reads
-    all shards and keeps every `num_consumers`-th record, so tiny datasets still split evenly.
+    all shards and keeps every `num_consumers`-th record, so tiny datasets still split evenly. `decode=False`:
+    raw members, as `iter_shard`.
     """
     paths = list(paths)
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(paths)
     if len(paths) >= num_consumers:
         for path in paths[consumer::num_consumers]:
-            yield from iter_shard(path)
+            yield from iter_shard(path, decode)
         return
     index = 0
     for path in paths:
-        for record in iter_shard(path):
+        for record in iter_shard(path, decode):
             if index % num_consumers == consumer:
                 yield record
             index += 1

@@ -21,7 +21,7 @@ import math
 import shutil
 import sys
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration, set_seed
 from PIL import Image, ImageChops
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from magicid.errors import MagicIDError, TrainingDataError
@@ -233,14 +234,71 @@ def weight_dtype_of(accelerator: Accelerator) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
 
-def make_dataloader(config: MMFConfig, data_dir: Path, frozen: FrozenModels, accelerator: Accelerator) -> DataLoader:
-    """Each process streams its own part of the shards, so the dataloader is not passed to `prepare`."""
+def make_dataloader(config: MMFConfig, data_dir: Path, frozen: FrozenModels, accelerator: Accelerator,
+                    stream: StreamState | None = None) -> DataLoader:  # fmt: skip
+    """Each process streams its own part of the shards, so the dataloader is not passed to `prepare`. `stream`:
+    continue this process's stream where that state stopped."""
+    workers = max(config.dataloader_num_workers, 1)
+    start, offset = stream.resume_point(stream_consumers(config, accelerator)) if stream else ({}, 0)
     dataset = MMFDataset(
         data_dir, config.resolution, frozen.tokenizer, frozen.feature_extractor, config.null_text_prob,
         rank=accelerator.process_index, world_size=accelerator.num_processes, seed=config.seed,
-        shuffle_buffer=config.shuffle_buffer,
+        shuffle_buffer=config.shuffle_buffer, start=start, worker_offset=offset % workers,
     )  # fmt: skip
     return DataLoader(dataset, batch_size=config.train_batch_size, num_workers=config.dataloader_num_workers)
+
+
+def stream_consumers(config: MMFConfig, accelerator: Accelerator) -> int:
+    """How many streams the data is split into: processes x dataloader workers."""
+    return accelerator.num_processes * max(config.dataloader_num_workers, 1)
+
+
+@dataclass
+class StreamState:
+    """What a resumed process needs to continue exactly: per consumer (process x dataloader worker) the (epoch,
+    position) of its next sample, the batches drawn (the dataloader's workers take turns batch by batch), and the
+    generator of the training step's noise, timesteps and condition choice. Saved per process in each checkpoint as
+    `data_stream-R.json` and `generator-R.safetensors`."""
+
+    generator: torch.Generator
+    next_sample: dict[int, tuple[int, int]] = field(default_factory=dict)
+    batches: int = 0
+    consumers: int | None = None  # process x worker count the positions refer to
+
+    def record(self, batch: dict, consumers: int) -> None:
+        """Count one batch drawn from the dataloader."""
+        origins = zip(batch["stream_consumer"].tolist(), batch["stream_epoch"].tolist(),
+                      batch["stream_position"].tolist())  # fmt: skip
+        for consumer, epoch, position in origins:
+            self.next_sample[consumer] = (epoch, position + 1)
+        self.batches, self.consumers = self.batches + 1, consumers
+
+    def resume_point(self, consumers: int) -> tuple[dict[int, tuple[int, int]], int]:
+        """(start positions, worker offset) for `MMFDataset`; a fresh stream if the process x worker split changed."""
+        if self.consumers not in (None, consumers):
+            logger.warning("data stream split into %s consumers, now %s: the stream restarts", self.consumers,
+                           consumers)  # fmt: skip
+            return {}, 0
+        return dict(self.next_sample), self.batches
+
+    def save(self, directory: Path, rank: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        data = {"next_sample": {str(c): list(p) for c, p in self.next_sample.items()}, "batches": self.batches,
+                "consumers": self.consumers}  # fmt: skip
+        (directory / f"data_stream-{rank}.json").write_text(json.dumps(data))
+        save_file({"state": self.generator.get_state()}, directory / f"generator-{rank}.safetensors")
+
+    @classmethod
+    def load(cls, directory: Path, rank: int, generator: torch.Generator) -> StreamState:
+        """The state saved in a checkpoint; one saved before streams were checkpointed restarts the stream."""
+        path = directory / f"data_stream-{rank}.json"
+        if not path.is_file():
+            logger.warning("%s has no data stream state: the data stream restarts", directory)
+            return cls(generator)
+        data = json.loads(path.read_text())
+        generator.set_state(load_file(directory / f"generator-{rank}.safetensors")["state"])
+        next_sample = {int(c): (p[0], p[1]) for c, p in data["next_sample"].items()}
+        return cls(generator, next_sample, data["batches"], data["consumers"])
 
 
 def export_weights(directory: Path, model: MMFModel, config: MMFConfig, metadata: dict) -> None:
@@ -262,10 +320,15 @@ def _checkpoint_step(path: Path) -> int:
     return int(path.name.rsplit("-", 1)[1])
 
 
-def save_checkpoint(accelerator: Accelerator, config: MMFConfig, out_dir: Path, step: int) -> Path:
-    """`accelerator.save_state` (safetensors) on every process; the main process keeps the newest few."""
+def save_checkpoint(accelerator: Accelerator, config: MMFConfig, out_dir: Path, step: int,
+                    stream: StreamState | None = None) -> Path:  # fmt: skip
+    """`accelerator.save_state` (safetensors) and this process's `stream` on every process; the main process keeps
+    the newest few."""
     path = out_dir / "checkpoints" / f"checkpoint-{step}"
     accelerator.save_state(str(path), safe_serialization=True)
+    if stream is not None:
+        stream.save(path, accelerator.process_index)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process and config.checkpoints_total_limit:
         old = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=_checkpoint_step)
         for stale in old[: -config.checkpoints_total_limit]:
@@ -319,11 +382,13 @@ class _Run:
     total_steps: int
     meta: dict
     rebuild: Callable[[], MMFModel]  # a fresh model to gather sharded weights into
+    stream: StreamState | None = None
 
 
 def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_steps: int | None = None,
-          resume: bool = False) -> TrainResult:  # fmt: skip
-    """Run MMF training (every process of an `accelerate launch` calls this)."""
+          resume: bool = False, on_batch: Callable[[dict], None] | None = None) -> TrainResult:  # fmt: skip
+    """Run MMF training (every process of an `accelerate launch` calls this). `on_batch` sees every batch this
+    process draws (e.g. its `key`s), before it is used."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     accelerator = make_accelerator(config, out_dir)
     configure_deepspeed(accelerator, config)
@@ -346,17 +411,20 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
     run = _Run(accelerator, model, frozen, config, data_dir, out_dir,
                max_steps if max_steps is not None else config.total_steps, meta,
                rebuild=lambda: load_models(config, id_dim)[1])  # fmt: skip
-    global_step = _maybe_resume(accelerator, out_dir, resume)
+    global_step, run.stream, batches = _start_stream(run, resume)
     if accelerator.is_main_process:
         (out_dir / "logs").mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-    generator = torch.Generator().manual_seed(config.seed * 7919 + accelerator.process_index + global_step)
+    consumers = stream_consumers(config, accelerator)
     losses = []
-    batches = iter(make_dataloader(config, data_dir, frozen, accelerator))
     while global_step < run.total_steps:
+        batch = next(batches)
+        run.stream.record(batch, consumers)
+        if on_batch is not None:
+            on_batch(batch)
         with accelerator.accumulate(model):
-            step_losses = training_step(model, frozen, next(batches), global_step, config, recorder, accelerator,
-                                        weight_dtype, generator)  # fmt: skip
+            step_losses = training_step(model, frozen, batch, global_step, config, recorder, accelerator,
+                                        weight_dtype, run.stream.generator)  # fmt: skip
             accelerator.backward(step_losses["loss"])
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -371,16 +439,34 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
     return _finish(run, global_step, losses)
 
 
-def _maybe_resume(accelerator: Accelerator, out_dir: Path, resume: bool) -> int:
-    if not resume:
-        return 0
+def _start_stream(run: _Run, resume: bool):
+    """(first step, stream state, batch iterator): from the start, or (`resume`) where the newest checkpoint stopped.
+
+    The iterator is created before `load_state`: creating it draws from torch's RNG, which must then be restored
+    to its state at the checkpoint."""
+    accelerator, rank = run.accelerator, run.accelerator.process_index
+    checkpoint = _resume_checkpoint(run.out_dir) if resume else None
+    step = _checkpoint_step(checkpoint) if checkpoint else 0
+    generator = torch.Generator().manual_seed(run.config.seed * 7919 + rank + step)
+    stream = StreamState.load(checkpoint, rank, generator) if checkpoint else StreamState(generator)
+    batches = iter(make_dataloader(run.config, run.data_dir, run.frozen, accelerator, stream))
+    if checkpoint:
+        accelerator.load_state(str(checkpoint))
+        logger.info("resumed from %s", checkpoint)
+    return step, stream, batches
+
+
+def _resume_checkpoint(out_dir: Path) -> Path | None:
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is None:
         logger.warning("--resume: no checkpoint in %s, starting from step 0", out_dir / "checkpoints")
-        return 0
-    accelerator.load_state(str(checkpoint))
-    logger.info("resumed from %s", checkpoint)
-    return _checkpoint_step(checkpoint)
+    return checkpoint
+
+
+def rng_untouched(accelerator: Accelerator) -> AbstractContextManager:
+    """Export and validation leave torch's RNG as it was, so training after them continues as a resumed run does."""
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
 
 
 def _log_entry(accelerator: Accelerator, losses: dict, step: int, config: MMFConfig) -> dict:
@@ -403,18 +489,21 @@ def _after_step(run: _Run, step: int, entry: dict) -> None:
     last = step == run.total_steps
     checkpoint = step % config.checkpointing_steps == 0 or last
     validate = step % config.validation_steps == 0 or last
-    if checkpoint:
-        path = save_checkpoint(accelerator, config, run.out_dir, step)
+    path = save_checkpoint(accelerator, config, run.out_dir, step, run.stream) if checkpoint else None
     if checkpoint or validate:
-        trained = exportable_model(accelerator, run.model, run.rebuild)
-        if accelerator.is_main_process and checkpoint:
-            export_weights(path / "magicid", trained, config, {**run.meta, "global_step": step})
-        if accelerator.is_main_process and validate:
-            stage = config.stage_at(step - 1)
-            log_validation(
-                trained, run.frozen, config, run.data_dir, run.out_dir / "validation", step, stage.condition
-            )
-        accelerator.wait_for_everyone()
+        with rng_untouched(accelerator):
+            _export_and_validate(run, step, path, validate)
+
+
+def _export_and_validate(run: _Run, step: int, checkpoint: Path | None, validate: bool) -> None:
+    accelerator, config = run.accelerator, run.config
+    trained = exportable_model(accelerator, run.model, run.rebuild)
+    if accelerator.is_main_process and checkpoint:
+        export_weights(checkpoint / "magicid", trained, config, {**run.meta, "global_step": step})
+    if accelerator.is_main_process and validate:
+        stage = config.stage_at(step - 1)
+        log_validation(trained, run.frozen, config, run.data_dir, run.out_dir / "validation", step, stage.condition)
+    accelerator.wait_for_everyone()
 
 
 def _finish(run: _Run, step: int, losses: list[dict]) -> TrainResult:
