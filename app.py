@@ -57,6 +57,7 @@ def create_app(engine, settings: Settings | None = None) -> gr.Blocks:
     handlers = AppHandlers(engine, settings.limits)
     handlers.generate = on_gpu(handlers.generate, GENERATE_GPU_SECONDS)
     handlers.restore = on_gpu(handlers.restore, RESTORE_GPU_SECONDS)
+    handlers.fix_faces = on_gpu(handlers.fix_faces, RESTORE_GPU_SECONDS)
     handlers.encode_identity = on_gpu(handlers.encode_identity, ENCODE_GPU_SECONDS)
     app_settings = AppSettings(max_images=settings.max_images, limits=settings.limits)
     return build_app(handlers, engine.banner(), engine.is_miniature, app_settings)

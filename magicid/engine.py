@@ -167,6 +167,43 @@ class MagicID:
         pipe, encoder = self._load()
         return diir.restore(pipe, encoder, image, references, config or DIIRConfig(), progress=progress)
 
+    def fix_faces(self, image, identities: list[Identity], layout, config: DIIRConfig | None = None, progress=None):
+        """Re-denoise, with DIIR and each person's own F_id, the faces of identities that fail the identity check.
+
+        An identity fails when FaceSim calls it missing, misplaced or duplicated, or scores it below the embedder's
+        same-person threshold. Its face is the detected face overlapping its `layout` region most, whatever its
+        size; pose, colours and background are kept. Returns a `diir.RestorationResult`.
+        """
+        from magicid import diir
+        from magicid.imageio import load_image
+        from magicid.perception import detect_faces
+
+        if not identities:
+            raise MagicIDError("Add at least one identity (a photo of the person's face) to fix faces")
+        image = load_image(image, self.limits)
+        layout = layout if image.size == (layout.width, layout.height) else layout.fit_to(*image.size)
+        faces = detect_faces(image)
+        failing = self._failing_identities(image, identities, layout, faces)
+        if not failing:
+            message = "Every identity passes the identity check: the image is unchanged"
+            return diir.RestorationResult(image=image.copy(), messages=[message])
+        chosen, assignment, skipped = faces_for_identities(faces, layout.identity_boxes(len(identities)), failing)
+        messages = [f"{_name(identities, index)}: no face overlaps their region, nothing to fix" for index in skipped]
+        if not chosen:
+            messages.append("No face to fix: the image is unchanged (try another seed)")
+            return diir.RestorationResult(image=image.copy(), messages=messages)
+        pipe, encoder = self._load()
+        config = config or DIIRConfig()
+        result = diir.restore(pipe, encoder, image, identities, config, chosen, assignment, progress)
+        result.messages = messages + list(result.messages)
+        return result
+
+    def check_identities(self, image, identities: list[Identity], layout, faces: list | None = None) -> list:
+        """One image's identity check: a `facesim.FaceMatch` per identity (FaceSim, IoU with its region, status)."""
+        from magicid.group import identity_report
+
+        return identity_report(image, layout, identities, embedder=self.identity_encoder.embedder, faces=faces)
+
     # --- helpers --------------------------------------------------------------------------------------------
 
     def _restore_all(self, images, identities, config, layout, debug_images, messages, progress):
@@ -187,15 +224,22 @@ class MagicID:
         return restored
 
     def _report(self, images, layout, identities, messages) -> list:
-        from magicid.group import identity_report, report_lines
+        from magicid.group import report_lines
 
         report, names = [], [identity.name for identity in identities]
         for index, image in enumerate(images):
-            matches = identity_report(image, layout, identities, embedder=self.identity_encoder.embedder)
+            matches = self.check_identities(image, identities, layout)
             report += matches
             prefix = f"image {index + 1}: " if len(images) > 1 else ""
             messages += [prefix + line for line in report_lines(matches, names)]
         return report
+
+    def _failing_identities(self, image, identities, layout, faces) -> list[int]:
+        from magicid.facesim import same_person_threshold
+
+        threshold = same_person_threshold(self.identity_encoder.embedder)
+        report = self.check_identities(image, identities, layout, faces=faces)
+        return [match.identity for match in report if is_failing(match, threshold)]
 
     def _parameters(self, config: GenerationConfig, identities, layout, restored: bool) -> dict:
         return {
@@ -251,6 +295,36 @@ def layout_assignment(faces: list, identity_boxes: list) -> list[int | None]:
         best = int(np.argmax(overlaps)) if overlaps else 0
         assignment.append(best if overlaps and overlaps[best] > 0 else None)
     return assignment
+
+
+def is_failing(match, threshold: float) -> bool:
+    """An identity check entry that fails: not in place (missing, misplaced, duplicated) or not recognisable."""
+    return match.status != "ok" or match.similarity < threshold
+
+
+def faces_for_identities(faces: list, identity_boxes: list, identities: list[int]) -> tuple[list, list[int], list[int]]:
+    """Per identity in `identities`, the detected face overlapping its region most (IoU > 0), each face used once.
+
+    Returns the chosen faces, the identity of each, and the identities skipped (no face overlaps their region).
+    """
+    from magicid.facesim import iou
+
+    chosen, assignment, skipped, taken = [], [], [], set()
+    for identity in identities:
+        box = identity_boxes[identity]
+        overlaps = [0.0 if index in taken or box is None else iou(face.box, box) for index, face in enumerate(faces)]
+        best = int(np.argmax(overlaps)) if overlaps else -1
+        if best < 0 or overlaps[best] <= 0:
+            skipped.append(identity)
+            continue
+        taken.add(best)
+        chosen.append(faces[best])
+        assignment.append(identity)
+    return chosen, assignment, skipped
+
+
+def _name(identities: list, index: int) -> str:
+    return getattr(identities[index], "name", "") or f"identity {index + 1}"
 
 
 def _step_callback(progress: Progress | None, total: int):

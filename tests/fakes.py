@@ -25,8 +25,9 @@ class FakeEngine:
 
     is_miniature = True
 
-    def __init__(self, statuses: list[str] | None = None):
+    def __init__(self, statuses: list[str] | None = None, failing: list[int] | None = None):
         self.statuses = statuses  # FaceMatch status per identity; default all "ok"
+        self.failing = failing  # identities `fix_faces` restores; default those whose status is not "ok"
         self.calls: list[tuple] = []
 
     def banner(self) -> str:
@@ -49,12 +50,34 @@ class FakeEngine:
         color = tuple(int(v * 255) for v in identities[0].embedding[:3])
         images = [Image.new("RGB", (config.width, config.height), color) for _ in range(config.num_images)]
         debug = [(layout.render_skeleton(), "skeleton")] if layout is not None else []
-        statuses = self.statuses or ["ok"] * len(identities)
-        report = [
-            SimpleNamespace(identity=index, similarity=0.7, iou=0.8, face_box=None, status=status)
+        report = self._report(len(identities))
+        return SimpleNamespace(images=images, debug_images=debug, report=report, messages=[], parameters=asdict(config))
+
+    def fix_faces(self, image, identities, layout, config=None, progress=None):
+        """Darkens the image once per failing identity (a visible change) and records the call."""
+        self.calls.append(("fix_faces", image, len(identities), layout, config))
+        failing = self._failing(len(identities))
+        if not failing:
+            return SimpleNamespace(image=image, faces=[], debug_images=[], messages=["the image is unchanged"])
+        fixed = Image.eval(image.convert("RGB"), lambda value: value // 2)
+        faces = [SimpleNamespace(reference=index) for index in failing]
+        return SimpleNamespace(image=fixed, faces=faces, debug_images=[(fixed, "after")], messages=["faces fixed"])
+
+    def check_identities(self, image, identities, layout, faces=None):
+        self.calls.append(("check_identities", len(identities)))
+        return self._report(len(identities), fixed=True)
+
+    def _failing(self, count: int) -> list[int]:
+        if self.failing is not None:
+            return self.failing
+        return [index for index, status in enumerate(self.statuses or ["ok"] * count) if status != "ok"]
+
+    def _report(self, count: int, fixed: bool = False) -> list:
+        statuses = ["ok"] * count if fixed or not self.statuses else self.statuses
+        return [
+            SimpleNamespace(identity=index, similarity=0.9 if fixed else 0.7, iou=0.8, face_box=None, status=status)
             for index, status in enumerate(statuses)
         ]
-        return SimpleNamespace(images=images, debug_images=debug, report=report, messages=[], parameters=asdict(config))
 
     def restore(self, image, references, config, progress=None):
         self.calls.append(("restore", len(references), config))

@@ -114,3 +114,85 @@ def test_small_faces_keep_the_identity_the_layout_put_there():
     boxes = [np.array([0, 0, 50, 50], float), None, np.array([100, 0, 150, 50], float)]
     faces = [face(105, 5, 150, 45), face(300, 300, 340, 340), face(2, 2, 45, 48)]
     assert layout_assignment(faces, boxes) == [2, None, 0]
+
+
+@pytest.fixture(scope="module")
+def standing_pair(testdata):
+    """Obama (left) and Biden (right), faces about 200 px wide (above DIIR's small-face threshold), and their layout."""
+    from magicid.layout import Layout
+
+    image = Image.open(testdata / "group" / "obama_biden_standing.jpg").convert("RGB")
+    return image, Layout.from_photo(image, width=image.width, height=image.height).assign_identities(2)
+
+
+def _recording_restore(monkeypatch, calls: list):
+    from magicid import diir
+
+    def fake_restore(pipe, encoder, image, references, config, faces=None, assignment=None, progress=None):
+        calls.append(dict(references=references, faces=faces, assignment=assignment, config=config))
+        return diir.RestorationResult(image=image, messages=["restored"])
+
+    monkeypatch.setattr(diir, "restore", fake_restore)
+
+
+def test_fix_faces_restores_each_failing_identity_in_its_region_whatever_its_size(
+    engine, obama, biden, standing_pair, monkeypatch
+):
+    from magicid.config import DIIRConfig
+    from magicid.facesim import iou
+
+    image, layout = standing_pair
+    calls = []
+    _recording_restore(monkeypatch, calls)
+    config = DIIRConfig(steps=3)
+    result = engine.fix_faces(image, [biden, obama], layout, config)  # swapped: both fail the identity check
+    (call,) = calls
+    assert call["assignment"] == [0, 1] and call["references"] == [biden, obama] and call["config"] is config
+    boxes = layout.identity_boxes(2)
+    assert [iou(face.box, boxes[i]) > 0.9 for face, i in zip(call["faces"], call["assignment"])] == [True, True]
+    assert all(face.size > config.threshold_px for face in call["faces"])
+    assert result.messages == ["restored"]
+
+
+def test_fix_faces_leaves_a_passing_image_unchanged(engine, obama, biden, standing_pair, monkeypatch):
+    image, layout = standing_pair
+    calls = []
+    _recording_restore(monkeypatch, calls)
+    result = engine.fix_faces(image, [obama, biden], layout)
+    assert calls == [] and np.array_equal(np.asarray(result.image), np.asarray(image))
+    assert "passes the identity check" in result.messages[0]
+
+
+def test_fix_faces_skips_an_identity_without_a_face_in_its_region(engine, obama, monkeypatch):
+    from magicid.layout import Layout
+
+    calls = []
+    _recording_restore(monkeypatch, calls)
+    layout = Layout.from_template("standing", 1, 256, 256).assign_identities(1)
+    result = engine.fix_faces(Image.new("RGB", (256, 256), (90, 120, 150)), [obama], layout)
+    assert calls == [] and "Barack: no face overlaps their region" in result.messages[0]
+
+
+def test_faces_for_identities_picks_the_best_overlap_and_uses_each_face_once():
+    from magicid.engine import faces_for_identities
+    from magicid.perception import Face
+
+    def face(x0, y0, x1, y1):
+        return Face(box=np.array([x0, y0, x1, y1], float), score=0.99, kps5=np.zeros((5, 2)))
+
+    faces = [face(0, 0, 40, 40), face(100, 0, 150, 50), face(20, 0, 60, 40)]
+    boxes = [np.array([100, 0, 150, 50], float), np.array([25, 0, 60, 40], float), np.array([0, 0, 40, 40], float)]
+    chosen, assignment, skipped = faces_for_identities(faces, boxes, [1, 2])
+    assert [c is f for c, f in zip(chosen, (faces[2], faces[0]))] == [True, True] and assignment == [1, 2]
+    chosen, assignment, skipped = faces_for_identities(faces[:1], boxes, [0, 2, 1])
+    assert chosen == [faces[0]] and assignment == [2] and skipped == [0, 1]
+
+
+def test_fix_faces_runs_diir_on_the_tiny_model(engine, obama, biden, standing_pair):
+    from magicid.config import DIIRConfig
+
+    image, layout = standing_pair
+    small = image.resize((image.width // 2, image.height // 2))
+    result = engine.fix_faces(small, [biden, obama], layout, DIIRConfig(steps=2, resolution=64))
+    assert result.image.size == small.size and sorted(face.reference for face in result.faces) == [0, 1]
+    assert any(message.startswith("Restored face") for message in result.messages)

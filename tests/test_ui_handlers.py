@@ -116,6 +116,48 @@ def test_missing_and_duplicated_identities_are_warned_about(testdata, two_people
     assert identity_warnings([], ["Ann"]) == []
 
 
+def test_fix_faces_appends_the_fixed_image_with_its_identity_check(testdata, two_people):
+    engine = FakeEngine(statuses=["ok", "missing"])
+    handlers = AppHandlers(engine)
+    identities = [handlers.encode_identity([_photo(testdata)], name).identity for name in ("Ann", "Bob")]
+    generated = handlers.generate(GenerateRequest(identities, two_people, "two friends", seed=4, steps=3, num_images=2))
+    fixed = handlers.fix_faces(generated, 1)
+    _, image, count, layout, config = engine.calls[-2]
+    assert image is generated.images[1] and count == 2 and layout.to_dict() == two_people.to_dict()
+    assert (config.steps, config.seed) == (3, 4)
+    assert len(fixed.images) == 3 and len(generated.images) == 2  # the session's previous results are not mutated
+    assert [row[:2] for row in fixed.report_rows[-2:]] == [[3, "Ann"], [3, "Bob"]]
+    assert fixed.report_rows[:-2] == generated.report_rows
+    assert "Image 3 is image 2 with the faces of Bob re-denoised" in fixed.messages
+    assert fixed.debug_images[-1][1] == "after" and fixed.identities == identities
+    from magicid.pngmeta import read_parameters
+
+    stored = read_parameters(io.BytesIO(encode_pil_to_bytes(fixed.images[2], "png")))
+    assert stored["fixed_from_image"] == 2 and stored["fixed_identities"] == ["Bob"] and stored["image_index"] == 2
+
+
+def test_fix_faces_keeps_a_passing_result_and_needs_a_generation_first(handlers, testdata):
+    identity = handlers.encode_identity([_photo(testdata)], "Ann").identity
+    generated = handlers.generate(GenerateRequest([identity], None, "a portrait", seed=1, steps=1))
+    unchanged = handlers.fix_faces(generated, None)
+    assert unchanged.images == generated.images and "unchanged" in unchanged.messages
+    with pytest.raises(MagicIDError, match="Generate an image first"):
+        handlers.fix_faces(None, 0)
+
+
+def test_the_canvas_shows_the_names_typed_in_the_identity_cards(two_people):
+    from ui.layout_editor import _on_name, default_names
+
+    layout, markup, _, _, shows, names = _on_name(1, two_people, 0, "  Bob ", default_names(6))
+    assert names[:2] == ["Person 1", "Bob"] and "#2: Bob" in markup and "#1: Person 1" in markup
+    assert ("Bob", 1) in shows["choices"] and layout is two_people
+    assert _on_name(1, two_people, 0, "", names)[-1][1] == "Person 2"
+    box = two_people.face_boxes()[1].astype(int)
+    label = (slice(max(box[1] - 30, 0), box[1]), slice(box[0], box[2]))
+    named, plain = np.asarray(draw_canvas(two_people, names=names)), np.asarray(draw_canvas(two_people))
+    assert not np.array_equal(named[label], plain[label])
+
+
 def test_restore_returns_before_and_after(handlers, testdata):
     photo = _photo(testdata)
     outputs = handlers.restore(photo, [photo], DIIRConfig(steps=2))

@@ -51,8 +51,8 @@ def build_app(handlers: AppHandlers, banner: str, is_miniature: bool, settings: 
             with gr.Tab("Generate", id="generate"):
                 layout_fns = LayoutFns(handlers.template_layout, handlers.photo_layout, handlers.layout_from_file)
                 tab = create_generate_tab(
-                    handlers.generate, handlers.encode_identity, handlers.rename_identity, layout_fns, limits,
-                    max_images=settings.max_images,
+                    handlers.generate, handlers.fix_faces, handlers.encode_identity, handlers.rename_identity, layout_fns,
+                    limits, max_images=settings.max_images,
                 )  # fmt: skip
                 _examples(tab, handlers, limits)
                 _parameter_reader(tab, handlers, limits)
@@ -79,14 +79,14 @@ def _banner_text(banner: str, is_miniature: bool) -> str:
 def _examples(tab: GenerateTab, handlers: AppHandlers, limits: Limits) -> None:
     layout_file = gr.Textbox(label="Layout", visible=False)  # example layout file name; loading it fills the editor
 
-    def load_example_layout(name: str):
+    def load_example_layout(name: str, names: list[str]):
         if not name:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         with user_errors():
             layout = handlers.layout_from_file(str(EXAMPLES_DIR / "layouts" / name))
         size = (layout.width, layout.height)
         size_update = size_label(*size) if size in limits.size_choices else gr.skip()
-        return layout, canvas_html(layout), len(layout.people), size_update
+        return layout, canvas_html(layout, names=names), len(layout.people), size_update
 
     gr.Examples(
         examples=[row for row in EXAMPLES if (EXAMPLES_DIR / "layouts" / row[2]).is_file()],
@@ -94,7 +94,7 @@ def _examples(tab: GenerateTab, handlers: AppHandlers, limits: Limits) -> None:
     )  # fmt: skip
     # the number of people follows the layout; its change event then assigns identities left to right
     layout_file.change(
-        load_example_layout, layout_file, [tab.editor.layout, tab.editor.canvas, tab.num_people, tab.editor.size]
+        load_example_layout, [layout_file, tab.editor.names], [tab.editor.layout, tab.editor.canvas, tab.num_people, tab.editor.size]
     )
 
 
@@ -110,7 +110,7 @@ def _parameter_reader(tab: GenerateTab, handlers: AppHandlers, limits: Limits) -
     }  # fmt: skip
     outputs = [*controls.values(), tab.randomize_seed, tab.editor.size, tab.editor.layout, tab.editor.canvas, summary]
 
-    def on_png(path):
+    def on_png(path, names):
         if not path:
             return [gr.skip()] * len(outputs)
         with user_errors():
@@ -119,8 +119,8 @@ def _parameter_reader(tab: GenerateTab, handlers: AppHandlers, limits: Limits) -
         size = values.get("size")
         size_update = size_label(*size) if size in limits.size_choices else gr.skip()
         layout = values.get("layout")
-        layout_updates = [layout, canvas_html(layout)] if layout is not None else [gr.skip(), gr.skip()]
+        layout_updates = [layout, canvas_html(layout, names=names)] if layout is not None else [gr.skip(), gr.skip()]
         note = f"Settings restored (seed {values.get('seed', '?')}). Upload the same people's photos, then Generate."
         return [*updates, False, size_update, *layout_updates, note]
 
-    png.upload(on_png, png, outputs)
+    png.upload(on_png, [png, tab.editor.names], outputs)

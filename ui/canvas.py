@@ -32,7 +32,7 @@ def draw_canvas(layout, names: list[str] | None = None, selected: tuple[int, int
             continue
         color = identity_color(person.identity)
         draw.rectangle([float(v) for v in box], outline=color, width=3)
-        draw.text((float(box[0]) + 3, float(box[1]) - font.size - 4), _label(index, person.identity, names), fill=color, font=font)
+        draw.text((float(box[0]) + 3, float(box[1]) - font.size - 4), person_label(index, person.identity, names), fill=color, font=font)
     if selected is not None:
         _draw_selection(draw, layout, *selected)
     return canvas
@@ -54,7 +54,8 @@ def _draw_selection(draw: ImageDraw.ImageDraw, layout, person: int, joint: int |
         draw.rectangle([x0, y0, x1, y1], outline=(255, 255, 255), width=2)
 
 
-def _label(index: int, identity: int | None, names: list[str] | None) -> str:
+def person_label(index: int, identity: int | None, names: list[str] | None = None) -> str:
+    """`#k: name` (the name of the identity person `index` shows; `Person i` when unnamed) or `#k: no identity`."""
     if identity is None:
         return f"#{index + 1}: no identity"
     name = names[identity] if names and identity < len(names) and names[identity] else f"Person {identity + 1}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from html import escape
 
 from magicid.layout import Layout
-from ui.canvas import JOINT_NAMES, draw_canvas
+from ui.canvas import JOINT_NAMES, draw_canvas, person_label
 
 
 CSS = """
@@ -73,23 +73,25 @@ class Drag:
         return cls(str(get("kind")), int(get("person")), int(get("joint", -1)), *(float(get(k)) for k in ("x", "y", "dx", "dy")))
 
 
-def canvas_html(layout: Layout, selected: tuple | None = None) -> str:
-    """SVG markup: the drawn layout as background, with a draggable handle per visible joint and per face."""
+def canvas_html(layout: Layout, selected: tuple | None = None, names: list[str] | None = None) -> str:
+    """SVG markup: the drawn layout as background (face regions labelled with `names`, the identity cards' names),
+    with a draggable handle per visible joint and per face."""
     width, height = layout.width, layout.height
     radius = max(5.0, max(width, height) / 90)
     label_px = max(12, width // 40) + 6  # the label font size used by `draw_canvas`, plus its gap
     parts = [
         f'<svg viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="layout editor">',
-        f'<image href="{_png_data_url(draw_canvas(layout, selected=selected))}" x="0" y="0" width="{width}" height="{height}"/>',
+        f'<image href="{_png_data_url(draw_canvas(layout, names=names, selected=selected))}" x="0" y="0" width="{width}" height="{height}"/>',
     ]
     for index, (person, box) in enumerate(zip(layout.people, layout.face_boxes())):
         parts.append(f'<g data-person="{index}">')
         if box is not None:
             x0, y0, x1, y1 = (float(v) for v in box)
             y0 -= label_px  # the label above the box is a handle too, clear of the head's joints
+            label = escape(person_label(index, person.identity, names))
             parts.append(
                 f'<rect class="face" data-kind="face" data-person="{index}" fill="white" fill-opacity="0.01" x="{x0:.1f}" y="{y0:.1f}" '
-                f'width="{x1 - x0:.1f}" height="{y1 - y0:.1f}"><title>drag to move person #{index + 1}</title></rect>'
+                f'width="{x1 - x0:.1f}" height="{y1 - y0:.1f}"><title>{label} (drag to move this person)</title></rect>'
             )
         for joint, (x, y, confidence) in enumerate(person.keypoints):
             if confidence > 0:

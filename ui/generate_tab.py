@@ -17,7 +17,7 @@ from ui.handlers import (
     IdentityCard,
     user_errors,
 )
-from ui.layout_editor import LayoutEditor, LayoutFns, create_layout_editor
+from ui.layout_editor import LayoutEditor, LayoutFns, connect_names, create_layout_editor
 from ui.presets import STYLE_PRESETS, parse_size
 
 
@@ -47,10 +47,13 @@ class GenerateTab:
     report: gr.Dataframe
     messages: gr.Markdown
     generate: gr.Button
+    fix_faces: gr.Button
+    results: gr.State  # this session's latest GenerateOutputs (what "Fix failing faces" works on)
 
 
 def create_generate_tab(
     generate_fn: Callable[[GenerateRequest, Callable[[int, int], None]], GenerateOutputs],
+    fix_faces_fn: Callable[[GenerateOutputs | None, int | None, Callable[[int, int], None]], GenerateOutputs],
     encode_identity_fn: Callable[[list[str] | None, str], IdentityCard],
     rename_identity_fn: Callable,
     layout_fns: LayoutFns,
@@ -63,9 +66,10 @@ def create_generate_tab(
         with gr.Column(scale=5):
             gr.Markdown("### 1 · Who is in the photo")
             num_people = gr.Slider(1, limits.max_identities, value=1, step=1, label="Number of people", elem_id="num-people")
-            cards, identities = _person_cards(encode_identity_fn, rename_identity_fn, limits.max_identities)
+            cards, identities, names = _person_cards(encode_identity_fn, rename_identity_fn, limits.max_identities)
             gr.Markdown("### 2 · Where they stand")
             editor = create_layout_editor(layout_fns, num_people, limits)
+            connect_names(editor, names)
         with gr.Column(scale=4):
             gr.Markdown("### 3 · What the photo shows")
             prompt = gr.Textbox(label="Prompt", lines=2, placeholder="two friends laughing at a café, golden hour", elem_id="prompt")
@@ -84,6 +88,7 @@ def create_generate_tab(
                 diir_mode = gr.Radio(list(DIIR_MODES), value="auto", label="Small-face restoration (DIIR)", info="auto: on when faces are small")
                 diir_threshold = gr.Slider(32, 256, value=PAPER_SMALL_FACE_PX, step=4, label="Restore faces smaller than (px)")
             gallery = gr.Gallery(label="Results (PNG downloads carry their settings)", format="png", columns=2, height=420, elem_id="results", buttons=["download", "fullscreen"])
+            fix_faces = gr.Button("Fix failing faces (DIIR)", size="sm", elem_id="fix-faces-button")
             messages = gr.Markdown(elem_id="messages")
             report = gr.Dataframe(
                 headers=REPORT_HEADERS, label="Identity check (FaceSim per person)", interactive=False, elem_id="report",
@@ -94,36 +99,58 @@ def create_generate_tab(
 
     settings = [prompt, negative_prompt, style, seed, randomize_seed, steps, guidance, id_scale, controlnet_scale]
     settings += [editor.size, num_images, diir_mode, diir_threshold]
+    results = gr.State(None)  # per session: the latest results, their identities and layout
+    selected = gr.State(0)  # per session: the gallery image last clicked
 
     def on_generate(count, layout, *values, progress=gr.Progress()):
         request = _request(count, layout, values[: limits.max_identities], values[limits.max_identities :])
         with user_errors():
             outputs = generate_fn(request, lambda step, total: progress((step, total), desc="Generating"))
-        return outputs.images, outputs.debug_images, outputs.report_rows, outputs.messages, outputs.seed
+        return (*_result_values(outputs), outputs.seed, 0)
 
+    def on_fix_faces(previous, index, progress=gr.Progress()):
+        with user_errors():
+            outputs = fix_faces_fn(previous, index, lambda step, total: progress((step, total), desc="Fixing faces"))
+        return _result_values(outputs)
+
+    result_views = [gallery, debug_gallery, report, messages, results]
     generate.click(
-        on_generate, [num_people, editor.layout, *identities, *settings],
-        [gallery, debug_gallery, report, messages, seed], concurrency_limit=1, concurrency_id="gpu",
+        on_generate, [num_people, editor.layout, *identities, *settings], [*result_views, seed, selected],
+        concurrency_limit=1, concurrency_id="gpu",
     )  # fmt: skip
+    fix_faces.click(on_fix_faces, [results, selected], result_views, concurrency_limit=1, concurrency_id="gpu")
+    gallery.select(_selected_index, None, selected)
     num_people.change(lambda count: [gr.update(visible=i < count) for i in range(len(cards))], num_people, cards)
     return GenerateTab(
         num_people, prompt, negative_prompt, style, seed, randomize_seed, steps, guidance, id_scale, controlnet_scale,
-        num_images, diir_mode, diir_threshold, editor, gallery, debug_gallery, report, messages, generate,
+        num_images, diir_mode, diir_threshold, editor, gallery, debug_gallery, report, messages, generate, fix_faces,
+        results,
     )  # fmt: skip
 
 
-def _person_cards(encode_identity_fn, rename_identity_fn, count: int) -> tuple[list[gr.Column], list[gr.State]]:
-    cards, states = [], []
+def _result_values(outputs: GenerateOutputs) -> tuple:
+    """Values for the results gallery, debug gallery, identity table, messages and the session's results state."""
+    return outputs.images, outputs.debug_images, outputs.report_rows, outputs.messages, outputs
+
+
+def _selected_index(evt: gr.SelectData) -> int:
+    return int(evt.index or 0)
+
+
+def _person_cards(encode_identity_fn, rename_identity_fn, count: int) -> tuple[list[gr.Column], list[gr.State], list]:
+    """The cards, each card's identity state and each card's name box."""
+    cards, states, names = [], [], []
     for start in range(0, count, CARDS_PER_ROW):
         with gr.Row():
             for index in range(start, min(start + CARDS_PER_ROW, count)):
-                card, state = _person_card(index, encode_identity_fn, rename_identity_fn)
+                card, state, name = _person_card(index, encode_identity_fn, rename_identity_fn)
                 cards.append(card)
                 states.append(state)
-    return cards, states
+                names.append(name)
+    return cards, states, names
 
 
-def _person_card(index: int, encode_identity_fn, rename_identity_fn) -> tuple[gr.Column, gr.State]:
+def _person_card(index: int, encode_identity_fn, rename_identity_fn) -> tuple[gr.Column, gr.State, gr.Textbox]:
     with gr.Column(visible=index == 0, variant="panel", min_width=180, elem_classes="person-card") as card:
         name = gr.Textbox(f"Person {index + 1}", label=f"Person {index + 1}", max_lines=1, elem_id=f"person-{index + 1}-name")
         photos = gr.File(
@@ -142,7 +169,7 @@ def _person_card(index: int, encode_identity_fn, rename_identity_fn) -> tuple[gr
 
     photos.change(on_photos, [photos, name], [state, thumbnail, status], concurrency_limit=1, concurrency_id="gpu")
     name.blur(rename_identity_fn, [state, name], state)
-    return card, state
+    return card, state, name
 
 
 def _request(count, layout, identities, values) -> GenerateRequest:

@@ -64,12 +64,17 @@ class GenerateRequest:
 
 @dataclass
 class GenerateOutputs:
+    """A generation's results; the tab keeps the latest in a per-session `gr.State` so its faces can be fixed."""
+
     images: list[Image.Image]  # PNG-backed images whose text chunk "magicid" holds the parameters
     debug_images: list[tuple[Image.Image, str]]
     report_rows: list[list[Any]]
     messages: str  # markdown
     seed: int
     parameters: dict = field(default_factory=dict)
+    identities: list = field(default_factory=list)  # the Identity objects generated from
+    layout: Any | None = None  # the Layout generated from (at the generation size)
+    names: list[str] = field(default_factory=list)  # display name per identity
 
 
 @dataclass
@@ -164,6 +169,7 @@ class AppHandlers:
         }  # fmt: skip
         if layout is not None and "layout" not in parameters:
             parameters["layout"] = layout.to_dict()
+        used_layout = Layout.from_dict(parameters["layout"]) if "layout" in parameters else None
         names = [identity.name or f"Person {index + 1}" for index, identity in enumerate(identities)]
         messages = _unique(layout_warnings + list(result.messages) + identity_warnings(result.report, names))
         return GenerateOutputs(
@@ -173,6 +179,44 @@ class AppHandlers:
             messages=_markdown_list(messages) or "All identities were found in the result.",
             seed=seed,
             parameters=parameters,
+            identities=list(identities),
+            layout=used_layout,
+            names=names,
+        )
+
+    def fix_faces(
+        self, previous: GenerateOutputs | None, index: int | None = None, progress: Progress | None = None
+    ) -> GenerateOutputs:
+        """Re-denoise with DIIR the failing identities' faces of result `index`; the fixed image is appended."""
+        if previous is None or not previous.images:
+            raise MagicIDError("Generate an image first, then fix the faces that fail the identity check")
+        index = min(max(int(index or 0), 0), len(previous.images) - 1)
+        config = DIIRConfig(steps=int(previous.parameters.get("steps", DIIRConfig.steps)), seed=previous.seed)
+        source = previous.images[index]
+        result = self.engine.fix_faces(source, previous.identities, previous.layout, config, progress=progress)
+        if not result.faces:
+            lines = [f"Image {index + 1}: {line}" for line in result.messages]
+            return replace(previous, messages=_markdown_list(lines))
+        return self._with_fixed_image(previous, index, result)
+
+    def _with_fixed_image(self, previous: GenerateOutputs, index: int, result) -> GenerateOutputs:
+        """`previous` with the fixed image appended, its identity check rows, and DIIR's debug views."""
+        number, names = len(previous.images) + 1, previous.names
+        report = self.engine.check_identities(result.image, previous.identities, previous.layout)
+        fixed = sorted({face.reference for face in result.faces})
+        parameters = {**previous.parameters, "image_index": number - 1, "fixed_from_image": index + 1,
+                      "fixed_identities": [_identity_name(identity, names) for identity in fixed]}  # fmt: skip
+        rows = [[number, *row[1:]] for row in report_rows(report, names)]
+        warnings = [line.replace("⚠ ", f"⚠ image {number}: ", 1) for line in identity_warnings(report, names)]
+        who = ", ".join(parameters["fixed_identities"])
+        summary = f"Image {number} is image {index + 1} with the faces of {who} re-denoised (DIIR)."
+        verdict = warnings or [f"Image {number}: every identity is in its place (see the identity check)."]
+        return replace(
+            previous,
+            images=[*previous.images, with_parameters(result.image, parameters)],
+            debug_images=[*previous.debug_images, *result.debug_images],
+            report_rows=[*previous.report_rows, *rows],
+            messages=_markdown_list([summary, *result.messages, *verdict]),
         )
 
     # restoration ------------------------------------------------------------------------------------------

@@ -48,6 +48,14 @@ class LayoutEditor:
     size: gr.Dropdown
     canvas: gr.HTML
     status: gr.Markdown
+    names: gr.State  # per session: the name typed in each identity card, shown on the canvas
+    person: gr.Dropdown
+    shows: gr.Dropdown
+
+    @property
+    def view(self) -> list:
+        """The components `_view` fills."""
+        return [self.layout, self.canvas, self.status, self.person, self.shows]
 
 
 def create_layout_editor(fns: LayoutFns, num_people: gr.Slider, limits: Limits, initial_people: int = 1) -> LayoutEditor:
@@ -55,6 +63,7 @@ def create_layout_editor(fns: LayoutFns, num_people: gr.Slider, limits: Limits, 
     sizes = [size_label(w, h) for w, h in limits.size_choices]
     first = fns.template(TEMPLATES[0], initial_people, *limits.size_choices[0])
     layout = gr.State(first)
+    names = gr.State(default_names(limits.max_identities))
     with gr.Row():
         template = gr.Dropdown(list(TEMPLATES), value=TEMPLATES[0], label="Template", scale=2)
         size = gr.Dropdown(sizes, value=sizes[0], label="Size / aspect", scale=2)
@@ -75,63 +84,93 @@ def create_layout_editor(fns: LayoutFns, num_people: gr.Slider, limits: Limits, 
                 export = gr.Button("Save layout JSON")
                 exported = gr.File(label="Layout file", visible=False)
 
-    view = [layout, canvas, status, person, shows]
-    template.change(partial(_from_template, fns), [template, num_people, size], view)
-    reset.click(partial(_from_template, fns), [template, num_people, size], view)
-    num_people.change(partial(_on_count, fns), [num_people, layout, template, size], view)
-    size.change(_on_size, [size, layout], view)
-    extract.click(partial(_on_extract, fns), [photo, size, num_people], view)
-    upload.upload(partial(_on_upload, fns), [upload, num_people], view)
+    editor = LayoutEditor(layout, template, size, canvas, status, names, person, shows)
+    view = editor.view
+    template.change(partial(_from_template, fns), [template, num_people, size, names], view)
+    reset.click(partial(_from_template, fns), [template, num_people, size, names], view)
+    num_people.change(partial(_on_count, fns), [num_people, layout, template, size, names], view)
+    size.change(_on_size, [size, layout, names], view)
+    extract.click(partial(_on_extract, fns), [photo, size, num_people, names], view)
+    upload.upload(partial(_on_upload, fns), [upload, num_people, names], view)
     export.click(_on_export, [layout], [exported])
-    canvas.release(_on_drag, [layout], view)
-    person.input(_on_person, [layout, person], view)
-    shows.input(_on_shows, [layout, person, shows], view)
+    canvas.release(_on_drag, [layout, names], view)
+    person.input(_on_person, [layout, person, names], view)
+    shows.input(_on_shows, [layout, person, shows, names], view)
     for action, button in buttons.items():
-        button.click(partial(_on_button, action), [layout, person], view)
-    return LayoutEditor(layout=layout, template=template, size=size, canvas=canvas, status=status)
+        button.click(partial(_on_button, action), [layout, person, names], view)
+    return editor
 
 
-def _view(new: Layout, message: str, selected: tuple | None = None, current_person: int = 0) -> tuple:
+def connect_names(editor: LayoutEditor, name_boxes: list[gr.Textbox]) -> None:
+    """Typing a name in identity card `i` relabels identity `i` on the canvas and in "Shows identity"."""
+    for index, box in enumerate(name_boxes):
+        box.change(
+            partial(_on_name, index), [editor.layout, editor.person, box, editor.names], [*editor.view, editor.names],
+            trigger_mode="always_last", show_progress="hidden",
+        )  # fmt: skip
+
+
+def default_names(count: int) -> list[str]:
+    """The identity cards' initial names."""
+    return [f"Person {index + 1}" for index in range(count)]
+
+
+def rename(names: list[str] | None, index: int, name: str) -> list[str]:
+    """`names` with identity `index` called `name` (the card's placeholder name when blank)."""
+    names = list(names or [])
+    names += default_names(index + 1)[len(names) :]
+    names[index] = (name or "").strip() or f"Person {index + 1}"
+    return names
+
+
+def _on_name(index: int, current: Layout, person: int, name: str, names: list[str]) -> tuple:
+    names = rename(names, index, name)
+    return (*_view(current, f"Identity {index + 1} is now called {names[index]}.", None, person, names), names)
+
+
+def _view(
+    new: Layout, message: str, selected: tuple | None = None, current_person: int = 0, names: list[str] | None = None
+) -> tuple:
     """Values for the editor's outputs: layout, canvas, status, person and identity dropdowns."""
     current_person = min(max(int(current_person or 0), 0), max(len(new.people) - 1, 0))
     identity = new.people[current_person].identity if new.people else None
     return (
-        new, canvas_html(new, selected=selected), message,
+        new, canvas_html(new, selected=selected, names=names), message,
         gr.update(choices=_person_choices(new), value=current_person),
-        gr.update(choices=_identity_choices(max(new_count(new), 1)), value=-1 if identity is None else identity),
+        gr.update(choices=_identity_choices(max(new_count(new), 1), names), value=-1 if identity is None else identity),
     )  # fmt: skip
 
 
-def _from_template(fns: LayoutFns, name: str, count: int, size_value: str) -> tuple:
+def _from_template(fns: LayoutFns, name: str, count: int, size_value: str, names: list[str]) -> tuple:
     with user_errors():
         new = fns.template(name, int(count), *parse_size(size_value))
-    return _view(new, f"Template **{name}** with {int(count)} people. {DRAG_HINT}")
+    return _view(new, f"Template **{name}** with {int(count)} people. {DRAG_HINT}", names=names)
 
 
-def _on_count(fns: LayoutFns, count: int, current: Layout, name: str, size_value: str) -> tuple:
+def _on_count(fns: LayoutFns, count: int, current: Layout, name: str, size_value: str, names: list[str]) -> tuple:
     count = int(count)
     if len(current.people) >= count:  # keep hand-made or photo layouts; just reassign left to right
         with user_errors():
-            return _view(current.assign_identities(count), f"{count} identities assigned left to right.")
-    return _from_template(fns, name, count, size_value)
+            return _view(current.assign_identities(count), f"{count} identities assigned left to right.", names=names)
+    return _from_template(fns, name, count, size_value, names)
 
 
-def _on_size(size_value: str, current: Layout) -> tuple:
-    return _view(current.fit_to(*parse_size(size_value)), f"Canvas is now {size_value}.")
+def _on_size(size_value: str, current: Layout, names: list[str]) -> tuple:
+    return _view(current.fit_to(*parse_size(size_value)), f"Canvas is now {size_value}.", names=names)
 
 
-def _on_extract(fns: LayoutFns, path: str | None, size_value: str, count: int) -> tuple:
+def _on_extract(fns: LayoutFns, path: str | None, size_value: str, count: int, names: list[str]) -> tuple:
     with user_errors():
         new = fns.from_photo(path, *parse_size(size_value), int(count))
-    return _view(new, f"Found {len(new.people)} people in the photo; identities assigned left to right.")
+    return _view(new, f"Found {len(new.people)} people in the photo; identities assigned left to right.", names=names)
 
 
-def _on_upload(fns: LayoutFns, file, count: int) -> tuple:
+def _on_upload(fns: LayoutFns, file, count: int, names: list[str]) -> tuple:
     with user_errors():
         new = fns.from_file(getattr(file, "name", file))
         if not any(p.identity is not None for p in new.people) and len(new.people) >= int(count):
             new = new.assign_identities(int(count))
-    return _view(new, f"Loaded a layout with {len(new.people)} people.")
+    return _view(new, f"Loaded a layout with {len(new.people)} people.", names=names)
 
 
 def _on_export(current: Layout):
@@ -140,29 +179,30 @@ def _on_export(current: Layout):
     return gr.update(value=str(path), visible=True)
 
 
-def _on_drag(current: Layout, evt: gr.EventData) -> tuple:
+def _on_drag(current: Layout, names: list[str], evt: gr.EventData) -> tuple:
     drag = Drag.from_event(evt)
     with user_errors():
         new, message = apply_drag(current, drag)
-    return _view(new, message, (drag.person, None), drag.person)
+    return _view(new, message, (drag.person, None), drag.person, names)
 
 
-def _on_person(current: Layout, index: int) -> tuple:
-    return _view(current, f"Person #{int(index) + 1} selected.", (int(index), None), index)
+def _on_person(current: Layout, index: int, names: list[str]) -> tuple:
+    return _view(current, f"Person #{int(index) + 1} selected.", (int(index), None), index, names)
 
 
-def _on_button(action: str, current: Layout, index: int) -> tuple:
+def _on_button(action: str, current: Layout, index: int, names: list[str]) -> tuple:
     with user_errors():
         new, message = button_edit(current, action, int(index or 0))
-    return _view(new, message, None, min(int(index or 0), max(len(new.people) - 1, 0)))
+    return _view(new, message, None, min(int(index or 0), max(len(new.people) - 1, 0)), names)
 
 
-def _on_shows(current: Layout, index: int, identity: int) -> tuple:
+def _on_shows(current: Layout, index: int, identity: int, names: list[str]) -> tuple:
     if not current.people:
-        return _view(current, "The layout has no people.")
+        return _view(current, "The layout has no people.", names=names)
     with user_errors():
         new = current.set_identity(int(index or 0), None if identity in (None, -1) else int(identity))
-    return _view(new, f"Person #{int(index or 0) + 1} now shows {_identity_label(identity)}.", None, index)
+    message = f"Person #{int(index or 0) + 1} now shows {_identity_label(identity, names)}."
+    return _view(new, message, None, index, names)
 
 
 def button_edit(layout: Layout, action: str, person: int) -> tuple[Layout, str]:
@@ -195,9 +235,12 @@ def _person_choices(layout: Layout) -> list[tuple[str, int]]:
     return [(f"#{index + 1}", index) for index in range(len(layout.people))]
 
 
-def _identity_choices(count: int) -> list[tuple[str, int]]:
-    return [("nobody", -1)] + [(f"Person {index + 1}", index) for index in range(count)]
+def _identity_choices(count: int, names: list[str] | None = None) -> list[tuple[str, int]]:
+    return [("nobody", -1)] + [(_identity_label(index, names), index) for index in range(count)]
 
 
-def _identity_label(identity) -> str:
-    return "nobody" if identity in (None, -1) else f"Person {int(identity) + 1}"
+def _identity_label(identity, names: list[str] | None = None) -> str:
+    if identity in (None, -1):
+        return "nobody"
+    identity = int(identity)
+    return names[identity] if names and identity < len(names) and names[identity] else f"Person {identity + 1}"
