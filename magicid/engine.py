@@ -216,7 +216,7 @@ class MagicID:
         restored = []
         for image in images:
             faces = diir.small_faces(image, diir_config.threshold_px)
-            assignment = layout_assignment(faces, boxes)
+            faces, assignment, _ = faces_for_identities(faces, boxes, list(range(len(identities))))
             result = diir.restore(pipe, encoder, image, identities, diir_config, faces, assignment, progress)
             restored.append(result.image)
             debug_images += result.debug_images
@@ -283,18 +283,6 @@ def _should_restore(config: GenerationConfig, layout, num_identities: int) -> bo
     threshold = config.restore_threshold_px
     boxes = layout.identity_boxes(num_identities)
     return any(min(box[2] - box[0], box[3] - box[1]) < threshold for box in boxes)
-
-
-def layout_assignment(faces: list, identity_boxes: list) -> list[int | None]:
-    """Per detected face, the identity whose layout region it overlaps most; None (left alone) for no overlap."""
-    from magicid.facesim import iou
-
-    assignment = []
-    for face in faces:
-        overlaps = [iou(face.box, box) if box is not None else 0.0 for box in identity_boxes]
-        best = int(np.argmax(overlaps)) if overlaps else 0
-        assignment.append(best if overlaps and overlaps[best] > 0 else None)
-    return assignment
 
 
 def is_failing(match, threshold: float) -> bool:

@@ -108,10 +108,6 @@ def id_processors(model: torch.nn.Module) -> dict[str, IPAdapterAttnProcessor2_0
     return {name: p for name, p in model.attn_processors.items() if isinstance(p, IPAdapterAttnProcessor2_0)}
 
 
-def has_id_attention(model: torch.nn.Module) -> bool:
-    return bool(id_processors(model))
-
-
 def set_id_scale(model: torch.nn.Module, scale: float | list[float]) -> None:
     """ID strength `s` of Eq. 1 (a float), or one `s_i` per identity (a list), on every ID processor of `model`."""
     for processor in id_processors(model).values():

@@ -97,10 +97,6 @@ class IDResampler(ModelMixin, ConfigMixin):
     def num_tokens(self) -> int:
         return self.config.num_tokens
 
-    def set_shortcut_scale(self, scale: float) -> None:
-        """How strongly the face embedding itself (vs the CLIP-refined tokens) drives `F_id` (FaceID-PlusV2)."""
-        self.projection.shortcut_scale = scale
-
     def forward(self, face_embeds: torch.Tensor, clip_embeds: torch.Tensor) -> torch.Tensor:
         """`face_embeds (B, id_dim)`, `clip_embeds (B, S, clip_dim)` -> `F_id (B, num_tokens, cross_attention_dim)`."""
         if face_embeds.shape[0] != clip_embeds.shape[0]:

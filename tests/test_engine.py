@@ -9,6 +9,7 @@ from PIL import Image
 from magicid.config import GenerationConfig, ProfileConfig
 from magicid.engine import MagicID
 from magicid.errors import InvalidSettingError, MagicIDError, NoFaceError
+from magicid.layout import Layout
 
 
 FAST = dict(steps=2, restore_small_faces=False)
@@ -104,22 +105,33 @@ def test_no_identity_is_refused(engine):
         engine.generate(GenerationConfig(prompt="x", **FAST), [])
 
 
-def test_small_faces_keep_the_identity_the_layout_put_there():
-    from magicid.engine import layout_assignment
+def test_small_faces_keep_the_identity_the_layout_put_there(engine, obama, biden, monkeypatch):
+    from magicid import diir
     from magicid.perception import Face
 
     def face(x0, y0, x1, y1):
         return Face(box=np.array([x0, y0, x1, y1], float), score=0.99, kps5=np.zeros((5, 2)))
 
-    boxes = [np.array([0, 0, 50, 50], float), None, np.array([100, 0, 150, 50], float)]
-    faces = [face(105, 5, 150, 45), face(300, 300, 340, 340), face(2, 2, 45, 48)]
-    assert layout_assignment(faces, boxes) == [2, None, 0]
+    layout = Layout.from_template("standing", 2, 512, 512).assign_identities(2)
+    left, right = layout.identity_boxes(2)
+    stranger = face(480, 480, 500, 500)
+    monkeypatch.setattr(diir, "small_faces", lambda image, threshold: [face(*right), stranger, face(*left)])
+    calls = []
+
+    def fake_restore(pipe, encoder, image, references, config, faces=None, assignment=None, progress=None):
+        calls.append((faces, assignment))
+        return diir.RestorationResult(image=image)
+
+    monkeypatch.setattr(diir, "restore", fake_restore)
+    engine.generate(GenerationConfig(prompt="two men", steps=1, restore_small_faces=True), [obama, biden], layout)
+    (faces, assignment), = calls
+    assert assignment == [0, 1] and all(chosen is not stranger for chosen in faces)
+    assert np.allclose(faces[0].box, left) and np.allclose(faces[1].box, right)
 
 
 @pytest.fixture(scope="module")
 def standing_pair(testdata):
     """Obama (left) and Biden (right), faces about 200 px wide (above DIIR's small-face threshold), and their layout."""
-    from magicid.layout import Layout
 
     image = Image.open(testdata / "group" / "obama_biden_standing.jpg").convert("RGB")
     return image, Layout.from_photo(image, width=image.width, height=image.height).assign_identities(2)
@@ -164,7 +176,6 @@ def test_fix_faces_leaves_a_passing_image_unchanged(engine, obama, biden, standi
 
 
 def test_fix_faces_skips_an_identity_without_a_face_in_its_region(engine, obama, monkeypatch):
-    from magicid.layout import Layout
 
     calls = []
     _recording_restore(monkeypatch, calls)

@@ -110,6 +110,15 @@ def hub_folders(tmp_path_factory, tiny_components):
     return root, projection, adapter
 
 
+def hub_config(root) -> ProfileConfig:
+    """The hub profile pointed at the tiny checkpoints of `hub_folders`."""
+    return ProfileConfig(
+        name="hub", base_model=str(root / "base"), vae=None, openpose_controlnet=str(root / "controlnet"),
+        ip_adapter_repo=str(root / "ipa"), ip_adapter_weight=FACEID_PLUS_FILE, image_encoder=str(root / "clip"),
+        landmark_controlnet=str(root / "landmark"),
+    )  # fmt: skip
+
+
 def test_tiny_profile_loads_offline_with_consistent_sizes():
     pipe, encoder = load_profile(ProfileConfig(name="tiny"), embedder=FakeEmbedder(128))
     assert pipe.id_mode == "controlnet"
@@ -120,11 +129,7 @@ def test_tiny_profile_loads_offline_with_consistent_sizes():
 
 def test_hub_layout_loads_faceid_plusv2_weights_and_runs(hub_folders):
     root, projection, adapter = hub_folders
-    config = ProfileConfig(
-        name="hub", base_model=str(root / "base"), vae=None, openpose_controlnet=str(root / "controlnet"),
-        ip_adapter_repo=str(root / "ipa"), ip_adapter_weight=FACEID_PLUS_FILE, image_encoder=str(root / "clip"),
-        landmark_controlnet=str(root / "landmark"),
-    )  # fmt: skip
+    config = hub_config(root)
     pipe, encoder = load_profile(config, embedder=FakeEmbedder(512))
     assert pipe.id_mode == "unet" and pipe.unet.encoder_hid_proj is None
     assert isinstance(pipe.landmark_controlnet, ControlNetModel)  # DIIR's landmark condition in this profile
@@ -142,11 +147,7 @@ def test_hub_layout_loads_faceid_plusv2_weights_and_runs(hub_folders):
 
 def test_hub_profile_refuses_a_face_embedder_of_the_wrong_size(hub_folders):
     root, _, _ = hub_folders
-    config = ProfileConfig(
-        name="hub", base_model=str(root / "base"), vae=None, openpose_controlnet=str(root / "controlnet"),
-        ip_adapter_repo=str(root / "ipa"), ip_adapter_weight=FACEID_PLUS_FILE, image_encoder=str(root / "clip"),
-        landmark_controlnet=str(root / "landmark"),
-    )  # fmt: skip
+    config = hub_config(root)
     with pytest.raises(MissingWeightsError, match="512-d.*ArcFace"):
         load_profile(config, embedder=FakeEmbedder(128))
 
