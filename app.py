@@ -5,6 +5,8 @@ Environment:
                           MAGICID_* overrides weights
     MAGICID_MAX_IMAGES    images per request (default 4)
     MAGICID_QUEUE_SIZE    requests waiting at most; later ones are told the app is busy (default 16)
+    MAGICID_SESSION_TTL   seconds a session's photos and results are kept after its last use (default 3600)
+    MAGICID_MAX_SESSIONS  sessions kept in memory at once, the oldest dropped first (default 200)
     GRADIO_SERVER_NAME / GRADIO_SERVER_PORT   where to listen (Gradio's own variables)
 """
 
@@ -17,6 +19,7 @@ import gradio as gr
 
 from magicid.config import Limits, ProfileConfig, default_profile_name
 from ui.blocks import CSS, AppSettings, build_app
+from ui.files import sweep_stale_uploads
 from ui.handlers import AppHandlers
 
 
@@ -28,6 +31,7 @@ except ImportError:
 GENERATE_GPU_SECONDS = 120
 RESTORE_GPU_SECONDS = 90
 ENCODE_GPU_SECONDS = 20
+UPLOAD_MAX_AGE_S = 7200  # the footer promises uploads are deleted within two hours
 
 
 @dataclass
@@ -39,10 +43,15 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        limits = Limits(
+            session_ttl_s=float(os.environ.get("MAGICID_SESSION_TTL", Limits.session_ttl_s)),
+            max_sessions=int(os.environ.get("MAGICID_MAX_SESSIONS", Limits.max_sessions)),
+        )
         return cls(
             profile=default_profile_name(),
             max_images=int(os.environ.get("MAGICID_MAX_IMAGES", os.environ.get("MAX_IMAGES", 4))),
             queue_size=int(os.environ.get("MAGICID_QUEUE_SIZE", 16)),
+            limits=limits,
         )
 
 
@@ -64,14 +73,20 @@ def create_app(engine, settings: Settings | None = None) -> gr.Blocks:
 
 
 def launch_options(settings: Settings) -> dict:
-    """`launch()` keywords: the upload size limit (pixel limits are checked when images are read)."""
-    return {"max_file_size": settings.limits.max_upload_bytes, "show_error": True, "css": CSS, "theme": gr.themes.Soft()}
+    """`launch()` keywords: the upload size limit (pixel limits are checked when images are read), how many sessions
+    are kept in memory. `show_error` is off: users see only `gr.Error` lines (`ui.handlers.user_errors`), never the
+    text of an unexpected exception, which may quote input or name server paths."""
+    return {
+        "max_file_size": settings.limits.max_upload_bytes, "show_error": False, "css": CSS, "theme": gr.themes.Soft(),
+        "state_session_capacity": settings.limits.max_sessions,
+    }  # fmt: skip
 
 
 def main() -> None:
     from magicid.engine import MagicID
 
     settings = Settings.from_env()
+    sweep_stale_uploads(max_age_s=UPLOAD_MAX_AGE_S)  # what a crashed instance left behind
     engine = MagicID.from_profile(ProfileConfig.from_env(settings.profile))
     demo = create_app(engine, settings)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1).launch(**launch_options(settings))

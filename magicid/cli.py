@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     except MagicIDError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # an output path that cannot be written: a folder, /proc, a full disk, ...
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write or read{where}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: not enough memory for this request: use a smaller size, fewer steps or fewer images", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -113,6 +114,70 @@ class Limits:
     max_output_side: int = 1024
     max_steps: int = 150
     max_images_per_call: int = 8
+    max_guidance: float = 30.0
+    max_strength: float = 5.0  # ID strength and ControlNet / landmark strength
+    max_seed: int = 2**32 - 1
+    max_aspect_ratio: float = 12.0  # longer side / shorter side of an uploaded image
+    max_restore_resolution: int = 1024  # DIIR face-crop side
+    max_faces_per_restore: int = 8  # DIIR faces in one request (each costs a full inversion + denoising)
+    session_ttl_s: float = 3600.0  # the app forgets a session's photos and results this long after its last use
+    max_sessions: int = 200  # sessions whose state the app keeps at once; the oldest are dropped first
     size_choices: tuple[tuple[int, int], ...] = field(
         default=((512, 512), (512, 768), (768, 512), (768, 768), (768, 1024), (1024, 768))
     )
+
+
+def check_number(name: str, value, low: float, high: float) -> None:
+    """Raise `InvalidSettingError` unless `value` is a finite number in [low, high] (one home for CLI, API, app)."""
+    from magicid.errors import InvalidSettingError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidSettingError(f"{name} must be a finite number from {low:g} to {high:g}")
+    if not low <= value <= high:
+        raise InvalidSettingError(f"{name} {value:g} is out of range: use {low:g} to {high:g}")
+
+
+def check_whole(name: str, value, low: int, high: int) -> None:
+    from magicid.errors import InvalidSettingError
+
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSettingError(f"{name} must be a whole number from {low} to {high}")
+    check_number(name, value, low, high)
+
+
+def validate_generation_config(config: GenerationConfig, limits: Limits) -> None:
+    """Raise `InvalidSettingError` (one line) for generation settings the model cannot run."""
+    from magicid.errors import InvalidSettingError
+
+    if not config.prompt.strip():
+        raise InvalidSettingError("Write a prompt describing the photo (e.g. 'two friends at the beach, golden hour')")
+    low, high = limits.min_output_side, limits.max_output_side
+    for side in ("width", "height"):
+        value = getattr(config, side)
+        check_whole(side, value, low, high)
+        if value % 8:
+            raise InvalidSettingError(f"{side} {value} is not supported: use a multiple of 8 from {low} to {high}")
+    check_whole("steps", config.steps, 1, limits.max_steps)
+    check_whole("num_images", config.num_images, 1, limits.max_images_per_call)
+    check_whole("seed", config.seed, 0, limits.max_seed)
+    check_number("guidance", config.guidance_scale, 0, limits.max_guidance)
+    check_number("ID strength", config.id_scale, 0, limits.max_strength)
+    check_number("ControlNet strength", config.controlnet_scale, 0, limits.max_strength)
+    check_whole("restore threshold (px)", config.restore_threshold_px, 1, limits.max_output_side)
+
+
+def validate_diir_config(config: DIIRConfig, limits: Limits) -> None:
+    """Raise `InvalidSettingError` (one line) for restoration settings the model cannot run."""
+    from magicid.errors import InvalidSettingError
+
+    check_whole("threshold (px)", config.threshold_px, 1, 4096)
+    check_whole("steps", config.steps, 1, limits.max_steps)
+    check_whole("seed", config.seed, 0, limits.max_seed)
+    check_number("ID strength", config.id_scale, 0, limits.max_strength)
+    check_number("landmark strength", config.controlnet_scale, 0, limits.max_strength)
+    check_number("guidance", config.guidance_scale, 0, limits.max_guidance)
+    if config.resolution is not None:
+        check_whole("resolution", config.resolution, 64, limits.max_restore_resolution)
+        if config.resolution % 8:
+            raise InvalidSettingError(f"resolution {config.resolution}: use a multiple of 8 from 64 to "
+                                      f"{limits.max_restore_resolution}")

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from magicid import mgff
-from magicid.config import DIIRConfig
+from magicid.config import DIIRConfig, Limits
 from magicid.errors import MagicIDError
 from magicid.imageio import ImageSource, load_image
 from magicid.perception import Face, detect_faces, draw_face_landmarks, face_landmarks, face_region_mask
@@ -252,6 +252,7 @@ def restore(
     faces: Sequence | None = None,
     assignment: Sequence[int | None] | None = None,
     progress: Progress | None = None,
+    limits: Limits | None = None,
 ) -> RestorationResult:
     """Restore the small faces of `image` with the identities in `references` (Alg. 2 for every face, batched).
 
@@ -265,6 +266,7 @@ def restore(
         assignment: per face, the index of its reference, or None to leave that face alone; default: one
             reference for all faces, else matching by face similarity (one face per reference when possible).
         progress: called with (model steps done, total).
+        limits: at most `limits.max_faces_per_restore` faces are restored (the first ones), and the result says so.
     Returns the image with every pixel outside the paste masks unchanged, the restored faces, debug images
     (crop, landmarks, mask, before/after) and user-facing messages.
     """
@@ -278,14 +280,19 @@ def restore(
         result.messages.append(f"No face smaller than {config.threshold_px} px found: the image is unchanged")
         return result
     matches = _match_references(image, candidates, references, identity_encoder, assignment, result.messages)
-    jobs = [
-        _prepare_face(image, index, face, reference, similarity, _resolution(pipe, config), config)
+    selected = [
+        (index, face, reference, similarity)
         for index, (face, (reference, similarity)) in enumerate(zip(candidates, matches))
         if reference is not None
     ]
-    if not jobs:
+    if not selected:
         result.messages.append("Every face was switched off: the image is unchanged")
         return result
+    cap = (limits or Limits()).max_faces_per_restore
+    if len(selected) > cap:
+        result.messages.append(f"{len(selected)} faces to restore: only the first {cap} were (the limit per request)")
+        selected = selected[:cap]
+    jobs = [_prepare_face(image, *face, _resolution(pipe, config), config) for face in selected]
     tokens = identity_encoder.id_tokens(list(references))
     restored = _run_batches(pipe, jobs, tokens, config, progress)
     pixels = np.array(image.convert("RGB"))

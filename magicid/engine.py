@@ -15,7 +15,14 @@ import numpy as np
 import PIL.Image
 import torch
 
-from magicid.config import DIIRConfig, GenerationConfig, Limits, ProfileConfig
+from magicid.config import (
+    DIIRConfig,
+    GenerationConfig,
+    Limits,
+    ProfileConfig,
+    validate_diir_config,
+    validate_generation_config,
+)
 from magicid.errors import InvalidSettingError, MagicIDError
 from magicid.identity import Identity, IdentityEncoder
 from magicid.pipeline import MagicIDPipeline
@@ -164,8 +171,10 @@ class MagicID:
         """DIIR (Alg. 2) on an existing picture: restore its small faces with `references`."""
         from magicid import diir
 
+        config = config or DIIRConfig()
+        validate_diir_config(config, self.limits)
         pipe, encoder = self._load()
-        return diir.restore(pipe, encoder, image, references, config or DIIRConfig(), progress=progress)
+        return diir.restore(pipe, encoder, image, references, config, progress=progress, limits=self.limits)
 
     def fix_faces(self, image, identities: list[Identity], layout, config: DIIRConfig | None = None, progress=None):
         """Re-denoise, with DIIR and each person's own F_id, the faces of identities that fail the identity check.
@@ -192,9 +201,10 @@ class MagicID:
         if not chosen:
             messages.append("No face to fix: the image is unchanged (try another seed)")
             return diir.RestorationResult(image=image.copy(), messages=messages)
-        pipe, encoder = self._load()
         config = config or DIIRConfig()
-        result = diir.restore(pipe, encoder, image, identities, config, chosen, assignment, progress)
+        validate_diir_config(config, self.limits)
+        pipe, encoder = self._load()
+        result = diir.restore(pipe, encoder, image, identities, config, chosen, assignment, progress, self.limits)
         result.messages = messages + list(result.messages)
         return result
 
@@ -253,21 +263,12 @@ class MagicID:
 
 
 def validate_generation(config: GenerationConfig, num_identities: int, limits: Limits) -> None:
-    """Raise `InvalidSettingError` (one line) for settings the model cannot run."""
-    low, high = limits.min_output_side, limits.max_output_side
-    for side, value in (("width", config.width), ("height", config.height)):
-        if value % 8 or not low <= value <= high:
-            raise InvalidSettingError(f"{side} {value} is not supported: use a multiple of 8 from {low} to {high}")
-    if not 1 <= config.steps <= limits.max_steps:
-        raise InvalidSettingError(f"steps must be between 1 and {limits.max_steps}, got {config.steps}")
-    if not 1 <= config.num_images <= limits.max_images_per_call:
-        raise InvalidSettingError(f"num_images must be between 1 and {limits.max_images_per_call}")
+    """Raise a one-line `MagicIDError` for settings or identity counts the model cannot run."""
+    validate_generation_config(config, limits)
     if num_identities < 1:
         raise MagicIDError("Add at least one identity (a photo of the person's face)")
     if num_identities > limits.max_identities:
         raise InvalidSettingError(f"{num_identities} identities given; at most {limits.max_identities} per picture")
-    if config.guidance_scale < 0 or config.id_scale < 0 or config.controlnet_scale < 0:
-        raise InvalidSettingError("guidance, ID strength and ControlNet scale must not be negative")
 
 
 def _default_layout(num_identities: int, width: int, height: int):

@@ -31,6 +31,7 @@ def load_image(source: ImageSource, limits: Limits | None = None) -> Image.Image
     except (OSError, ValueError, SyntaxError) as error:
         raise InvalidImageError(f"{name} is corrupt or truncated ({error}): re-save it as JPEG or PNG") from error
     _check_min_side(image.size, name, limits)
+    _check_aspect(image.size, name, limits)
     image.info["source"] = name
     return image
 
@@ -74,8 +75,10 @@ def _open(source: ImageSource, name: str, limits: Limits) -> Image.Image:
     if isinstance(source, np.ndarray):
         return _from_array(source, name)
     if isinstance(source, (str, os.PathLike)):
+        if Path(source).is_dir():
+            raise InvalidImageError(f"{name} is a folder: give the path of an image file")
         if not Path(source).is_file():
-            raise InvalidImageError(f"{name} was not found: check the path ({os.fspath(source)})")
+            raise InvalidImageError(f"{name} was not found: check the path")
         size = Path(source).stat().st_size
         if size > limits.max_upload_bytes:
             limit_mb = limits.max_upload_bytes // 2**20
@@ -129,4 +132,12 @@ def _check_min_side(size: tuple[int, int], name: str, limits: Limits) -> None:
         raise InvalidImageError(
             f"{name} is only {size[0]}x{size[1]} pixels: "
             f"upload an image at least {limits.min_image_side} px on each side"
+        )
+
+
+def _check_aspect(size: tuple[int, int], name: str, limits: Limits) -> None:
+    if max(size) > limits.max_aspect_ratio * min(size):
+        raise InvalidImageError(
+            f"{name} is {size[0]}x{size[1]}, a strip rather than a photo: "
+            f"upload an image at most {limits.max_aspect_ratio:g} times longer than wide"
         )

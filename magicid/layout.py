@@ -33,6 +33,15 @@ FACE_JOINTS = (NOSE, R_EYE, L_EYE, R_EAR, L_EAR)
 TEMPLATES = ("standing", "sitting", "half-body", "full-body")
 MAX_TEMPLATE_PEOPLE = 6
 FORMAT_VERSION = 1
+# What a layout may hold, whatever made it (a file, a client request, an edit): bounds that keep one request's
+# memory and time small. Coordinates are canvas fractions; a little outside [0, 1] is a person cut off at the edge.
+MIN_CANVAS_SIDE = 64
+MAX_CANVAS_SIDE = 4096  # layouts are fitted to photos (reports, fixes) as well as to output sizes
+MAX_PEOPLE = 24
+MAX_IDENTITIES = Limits().max_identities
+MAX_FACE_LANDMARKS = 500  # FaceMesh with irises has 478
+COORDINATE_RANGE = 10.0
+MAX_LAYOUT_BYTES = 2 * 1024 * 1024
 OVERLAP_IOU_WARNING = 0.3
 MAKE_ONE = "make one with `python -m magicid layout`"
 # Face boxes estimated from keypoints mimic the face detector's (MTCNN) boxes, so that the IoU > 0.5 rule of the
@@ -61,24 +70,24 @@ class Person:
     face_landmarks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        keypoints = np.asarray(self.keypoints, dtype=np.float64)
-        if keypoints.shape != (18, 3) or not np.isfinite(keypoints).all():
-            raise LayoutError(f"a person needs 18 finite OpenPose keypoints (x, y, confidence), got {keypoints.shape}")
+        keypoints = _points(self.keypoints, "keypoints")
+        if keypoints.shape != (18, 3):
+            raise LayoutError(f"a person needs 18 OpenPose keypoints (x, y, confidence), got shape {keypoints.shape}")
         self.keypoints = keypoints
         if self.face_box is not None:
-            box = np.asarray(self.face_box, dtype=np.float64)
-            if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
-                raise LayoutError(f"a face box must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1, got {self.face_box}")
+            box = _points(self.face_box, "face_box")
+            if box.shape != (4,) or box[2] <= box[0] or box[3] <= box[1]:
+                raise LayoutError("a face box must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1")
             self.face_box = box
         if self.face_landmarks is not None:
-            points = np.asarray(self.face_landmarks, dtype=np.float64)
-            if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.isfinite(points).all():
-                raise LayoutError(f"face landmarks must be K finite (x, y) points, got shape {points.shape}")
+            points = _points(self.face_landmarks, "face_landmarks")
+            if points.ndim != 2 or points.shape[1] != 2 or not 0 < len(points) <= MAX_FACE_LANDMARKS:
+                raise LayoutError(f"face landmarks must be 1 to {MAX_FACE_LANDMARKS} (x, y) points")
             self.face_landmarks = points
         if self.identity is not None:
-            self.identity = int(self.identity)
-            if self.identity < 0:
-                raise LayoutError(f"identity numbers start at 0 (the first identity); got {self.identity}")
+            self.identity = _integer(self.identity, "identity")
+            if not 0 <= self.identity < MAX_IDENTITIES:
+                raise LayoutError(f"identity numbers go from 0 (the first identity) to {MAX_IDENTITIES - 1}")
 
     def visible(self, joint: int) -> bool:
         return bool(self.keypoints[joint, 2] > 0)
@@ -99,7 +108,7 @@ class Person:
         if not isinstance(data, dict) or "keypoints" not in data:
             raise LayoutError("each entry of `people` needs `keypoints` (18 x [x, y, confidence])")
         return cls(
-            np.asarray(data["keypoints"], dtype=np.float64),
+            data["keypoints"],
             data.get("identity"),
             data.get("face_box"),
             data.get("face_landmarks"),  # absent in layouts saved before landmarks existed
@@ -127,9 +136,14 @@ class Layout:
     people: list[Person] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if int(self.width) < 8 or int(self.height) < 8:
-            raise LayoutError(f"canvas {self.width}x{self.height} is too small: use at least 64x64 pixels")
-        self.width, self.height = int(self.width), int(self.height)
+        self.width, self.height = _integer(self.width, "width"), _integer(self.height, "height")
+        if not (MIN_CANVAS_SIDE <= self.width <= MAX_CANVAS_SIDE and MIN_CANVAS_SIDE <= self.height <= MAX_CANVAS_SIDE):
+            raise LayoutError(
+                f"canvas {self.width}x{self.height} is not supported: "
+                f"use {MIN_CANVAS_SIDE} to {MAX_CANVAS_SIDE} pixels on each side"
+            )
+        if not isinstance(self.people, (list, tuple)) or len(self.people) > MAX_PEOPLE:
+            raise LayoutError(f"`people` must be a list of at most {MAX_PEOPLE} people")
         self.people = [person if isinstance(person, Person) else Person.from_dict(person) for person in self.people]
 
     # ---- serialisation -------------------------------------------------------------------------------------
@@ -144,9 +158,16 @@ class Layout:
 
     @classmethod
     def from_dict(cls, data: dict) -> Layout:
+        """The one place a layout from outside is checked: anything but a valid layout raises `LayoutError`.
+
+        Messages never quote the input, so a hostile value cannot come back to its sender.
+        """
         if not isinstance(data, dict) or not {"width", "height", "people"} <= data.keys():
             raise LayoutError(f"a layout needs `width`, `height` and `people`; {MAKE_ONE}")
-        return cls(int(data["width"]), int(data["height"]), [Person.from_dict(person) for person in data["people"]])
+        people = data["people"]
+        if not isinstance(people, list) or len(people) > MAX_PEOPLE:
+            raise LayoutError(f"`people` must be a list of at most {MAX_PEOPLE} people")
+        return cls(data["width"], data["height"], [Person.from_dict(person) for person in people])
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The layout as JSON text; also written to `path` when given."""
@@ -156,19 +177,33 @@ class Layout:
         return text
 
     @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> Layout:
-        """Parse JSON text, or read it from a file path."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            path = Path(text_or_path)
-            if not path.is_file():
-                raise LayoutError(f"layout file {path} not found: {MAKE_ONE}")
-            text = path.read_text(encoding="utf-8")
+    def from_json(cls, text: str | bytes) -> Layout:
+        """Parse layout JSON text (never a path: read files with `Layout.read`)."""
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise LayoutError(f"the layout is not UTF-8 text; {MAKE_ONE}") from error
+        if not isinstance(text, str) or len(text) > MAX_LAYOUT_BYTES:
+            raise LayoutError(f"a layout is JSON text of at most {MAX_LAYOUT_BYTES // 2**20} MB; {MAKE_ONE}")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise LayoutError(f"layout is not valid JSON ({error}); {MAKE_ONE}") from error
-        return cls.from_dict(data)
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, or an integer too long to convert
+            raise LayoutError(f"the layout is not valid JSON; {MAKE_ONE}") from error
+        try:
+            return cls.from_dict(data)
+        except RecursionError as error:
+            raise LayoutError(f"the layout is nested too deeply; {MAKE_ONE}") from error
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> Layout:
+        """A layout JSON file, read only when it is a regular file of at most `MAX_LAYOUT_BYTES`."""
+        path = Path(path)
+        if not path.is_file():
+            raise LayoutError(f"layout file {path.name} not found: {MAKE_ONE}")
+        if path.stat().st_size > MAX_LAYOUT_BYTES:
+            raise LayoutError(f"layout file {path.name} is over {MAX_LAYOUT_BYTES // 2**20} MB: {MAKE_ONE}")
+        return cls.from_json(path.read_bytes())
 
     # ---- construction --------------------------------------------------------------------------------------
 
@@ -515,6 +550,26 @@ def soft_ellipse_mask(box: np.ndarray, width: int, height: int) -> np.ndarray:
     radius = np.sqrt(((xs + 0.5 - centre_x) / radius_x) ** 2 + ((ys + 0.5 - centre_y) / radius_y) ** 2)
     edge = np.clip((radius - (1 - MASK_SOFT_EDGE)) / (2 * MASK_SOFT_EDGE), 0, 1)
     return (1 - edge * edge * (3 - 2 * edge)).astype(np.float32)  # smoothstep falloff
+
+
+def _points(values, what: str) -> np.ndarray:
+    """`values` as a float array of finite numbers within `COORDINATE_RANGE`, or a `LayoutError` naming `what`."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise LayoutError(f"`{what}` must be a list of numbers") from error
+    if not np.isfinite(array).all() or (np.abs(array) > COORDINATE_RANGE).any():
+        raise LayoutError(f"`{what}` must hold finite numbers between -{COORDINATE_RANGE:g} and {COORDINATE_RANGE:g}")
+    return array
+
+
+def _integer(value, what: str) -> int:
+    """A whole number (an int, or a float with no fraction), or a `LayoutError` naming `what`."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and value == int(value):
+        return int(value)
+    raise LayoutError(f"`{what}` must be a whole number")
 
 
 def _one_line(match: re.Match) -> str:

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from magicid.config import ProfileConfig
-from magicid.errors import MagicIDError, MissingWeightsError
+from magicid.errors import InvalidSettingError, MagicIDError, MissingWeightsError
 from magicid.identity import IdentityEncoder
 from magicid.mgmica import (
     adopt_ip_adapter_processors,
@@ -64,24 +64,39 @@ def load_profile(
     loaders = {"tiny": _load_tiny, "hub": _load_hub, "magicid": _load_magicid}
     if config.name not in loaders:
         raise MagicIDError(f"Unknown profile {config.name!r}: choose one of {', '.join(loaders)}")
+    device, dtype = resolve_device(config), resolve_dtype(config)  # a bad device fails before any download
     logger.info("loading the %s profile", config.name)
     if config.insightface_root:  # perception finds ArcFace through this variable
         os.environ["MAGICID_INSIGHTFACE_ROOT"] = str(config.insightface_root)
     pipe, encoder = loaders[config.name](config, embedder)
-    device, dtype = resolve_device(config), resolve_dtype(config)
     for model in (pipe, encoder.resampler, encoder.image_encoder):
         cast = {"dtype": dtype} if dtype != model.dtype else {}  # no-op casts make diffusers warn
         model.to(device=device, **cast)
     return pipe, encoder
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 def resolve_device(config: ProfileConfig) -> torch.device:
-    return torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """The configured device (default: cuda when present, else cpu); `InvalidSettingError` for one that is not here."""
+    name = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise InvalidSettingError(f"device {name!r} is not a torch device: use cpu or cuda") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidSettingError("device cuda was asked for, but this machine has no usable GPU: use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidSettingError(f"device {name!r} is not supported: use cpu or cuda")
+    return device
 
 
 def resolve_dtype(config: ProfileConfig) -> torch.dtype:
     if config.dtype:
-        return getattr(torch, str(config.dtype))
+        if str(config.dtype) not in DTYPES:
+            raise InvalidSettingError(f"dtype {config.dtype!r} is not supported: use one of {', '.join(DTYPES)}")
+        return DTYPES[str(config.dtype)]
     return torch.float16 if resolve_device(config).type == "cuda" else torch.float32
 
 

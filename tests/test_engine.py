@@ -140,7 +140,7 @@ def standing_pair(testdata):
 def _recording_restore(monkeypatch, calls: list):
     from magicid import diir
 
-    def fake_restore(pipe, encoder, image, references, config, faces=None, assignment=None, progress=None):
+    def fake_restore(pipe, encoder, image, references, config, faces=None, assignment=None, progress=None, limits=None):
         calls.append(dict(references=references, faces=faces, assignment=assignment, config=config))
         return diir.RestorationResult(image=image, messages=["restored"])
 

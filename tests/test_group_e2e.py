@@ -118,7 +118,7 @@ def test_cli_group_photo_with_three_identities_from_a_layout_file(tmp_path, test
     parameters = read_parameters(out)
     saved = Layout.from_dict(parameters["layout"])
     assert [person.identity for person in saved.people] == [0, 1, 2]
-    assert saved.to_json() == Layout.from_json(layout_path).assign_identities(3).to_json()
+    assert saved.to_json() == Layout.read(layout_path).assign_identities(3).to_json()
     assert parameters["identities"] == [p.split("/")[0] for p in PORTRAITS[:3]]
     with Image.open(out) as image:
         assert image.size == (512, 512)

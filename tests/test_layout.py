@@ -11,7 +11,7 @@ import torch
 from diffusers.image_processor import IPAdapterMaskProcessor
 
 from magicid.commands import layout as layout_command
-from magicid.errors import LayoutError
+from magicid.errors import LayoutError, MagicIDError
 from magicid.layout import JOINT_INDEX, JOINTS, MAX_TEMPLATE_PEOPLE, TEMPLATES, Layout, Person, box_iou
 
 
@@ -52,7 +52,7 @@ def test_json_round_trip_keeps_everything(tmp_path):
     path = tmp_path / "layout.json"
     text = layout.to_json(path)
 
-    again = Layout.from_json(path)
+    again = Layout.read(path)
 
     assert json.loads(text).keys() >= {"width", "height", "people"}
     assert (again.width, again.height, len(again.people)) == (768, 512, 3)
@@ -74,7 +74,7 @@ def test_json_round_trip_keeps_face_landmarks_and_old_files_still_load():
     assert again.people[0].face_landmarks is None and again.people[1].face_landmarks.shape == (68, 2)
     np.testing.assert_allclose(again.people[1].face_landmarks, layout.people[1].face_landmarks, atol=5e-5)  # stored to 1e-4 of the canvas: 0.1 px at 1024
     assert all(person.face_landmarks is None for person in Layout.from_dict(old_style).people)
-    with pytest.raises(LayoutError, match="face landmarks must be K finite"):
+    with pytest.raises(LayoutError, match="face landmarks must be 1 to 500"):
         Person(layout.people[0].keypoints, face_landmarks=np.zeros((5, 3)))
 
 
@@ -83,8 +83,9 @@ def test_json_round_trip_keeps_face_landmarks_and_old_files_still_load():
     [
         ("{not json", "not valid JSON"),
         ('{"width": 512, "height": 512}', "needs `width`, `height` and `people`"),
-        ('{"width": 512, "height": 512, "people": [{"keypoints": [[0, 0, 1]]}]}', "18 finite OpenPose keypoints"),
-        ("missing_layout.json", "not found"),
+        ('{"width": 512, "height": 512, "people": [{"keypoints": [[0, 0, 1]]}]}', "18 OpenPose keypoints"),
+        ("missing_layout.json", "not valid JSON"),
+        ("/etc/passwd", "not valid JSON"),
     ],
 )
 def test_bad_json_gives_one_line_layout_error(text, message):
@@ -380,7 +381,7 @@ def test_layout_command_writes_a_template_layout(tmp_path, capsys):
     out, preview = tmp_path / "group.json", tmp_path / "preview.png"
     argv = ["--template", "sitting", "--people", "4", "--out", str(out), "--width", "768", "--preview", str(preview)]
     code = layout_command.run(parse(argv))
-    layout = Layout.from_json(out)
+    layout = Layout.read(out)
     assert code == 0 and (layout.width, layout.height, len(layout.people)) == (768, 512, 4)
     assert preview.is_file() and "4 people" in capsys.readouterr().out
 
@@ -394,8 +395,8 @@ def test_layout_command_writes_a_template_layout(tmp_path, capsys):
         (["--from-photo", "x.jpg", "--people", "2"], "--people is for --template"),
     ],
 )
-def test_layout_command_bad_input_raises_layout_error(tmp_path, argv, message):
-    with pytest.raises(LayoutError, match=message):
+def test_layout_command_bad_input_raises_a_user_error(tmp_path, argv, message):
+    with pytest.raises(MagicIDError, match=message):
         layout_command.run(parse([*argv, "--out", str(tmp_path / "x.json")]))
 
 
@@ -412,7 +413,7 @@ def test_cli_layout_from_a_photo_and_a_one_line_error(tmp_path, testdata, capsys
 
     out = tmp_path / "couple.json"
     assert main(["layout", "--from-photo", str(testdata / "group" / "voc_couple.jpg"), "--out", str(out)]) == 0
-    layout = Layout.from_json(out)
+    layout = Layout.read(out)
     assert (layout.width, layout.height) == (768, 1024)  # the closest standard size to the 400 x 500 photo
     assert len(layout.left_to_right()) == 2 and all(p.face_box is not None for p in layout.people)
     capsys.readouterr()

@@ -19,7 +19,14 @@ from magicid.errors import LayoutError, MagicIDError
 from magicid.layout import Layout
 from ui.canvas import draw_canvas
 from ui.drag_canvas import Drag, apply_drag, canvas_html
-from ui.handlers import AppHandlers, GenerateRequest, controls_from_parameters, identity_warnings, user_errors
+from ui.handlers import (
+    UNEXPECTED,
+    AppHandlers,
+    GenerateRequest,
+    controls_from_parameters,
+    identity_warnings,
+    user_errors,
+)
 from ui.layout_editor import button_edit
 
 
@@ -218,13 +225,15 @@ def test_canvas_draws_face_regions_in_identity_colours(two_people):
     assert not np.array_equal(drawn[box[1] : box[3], box[0]], plain[box[1] : box[3], box[0]])
 
 
-def test_user_errors_become_gradio_errors_and_bugs_stay_bugs():
+def test_user_errors_become_gradio_errors_and_bugs_are_logged_not_shown(caplog):
     with pytest.raises(gr.Error, match="bad photo"):
         with user_errors():
             raise MagicIDError("bad photo")
-    with pytest.raises(KeyError):
+    with pytest.raises(gr.Error) as shown:
         with user_errors():
-            raise KeyError("bug")
+            raise KeyError("/srv/secret/path root:x:0:0")
+    assert str(shown.value.message) == UNEXPECTED and "secret" not in str(shown.value)
+    assert "root:x:0:0" in caplog.text  # the traceback stays in the server log
 
 
 def test_app_builds_over_a_fake_engine_without_loading_models():

@@ -8,7 +8,9 @@ from pathlib import Path
 import gradio as gr
 
 from magicid.config import Limits
+from magicid.layout import Layout
 from ui.drag_canvas import canvas_html
+from ui.events import PRIVATE
 from ui.generate_tab import GenerateTab, create_generate_tab
 from ui.handlers import AppHandlers, controls_from_parameters, user_errors
 from ui.layout_editor import LayoutFns
@@ -54,7 +56,7 @@ def build_app(handlers: AppHandlers, banner: str, is_miniature: bool, settings: 
                     handlers.generate, handlers.fix_faces, handlers.encode_identity, handlers.rename_identity, layout_fns,
                     limits, max_images=settings.max_images,
                 )  # fmt: skip
-                _examples(tab, handlers, limits)
+                _examples(tab, limits)
                 _parameter_reader(tab, handlers, limits)
             with gr.Tab("Restore faces", id="restore"):
                 create_restore_tab(handlers.restore)
@@ -76,26 +78,33 @@ def _banner_text(banner: str, is_miniature: bool) -> str:
     return text
 
 
-def _examples(tab: GenerateTab, handlers: AppHandlers, limits: Limits) -> None:
-    layout_file = gr.Textbox(label="Layout", visible=False)  # example layout file name; loading it fills the editor
+def example_layouts(folder: Path = EXAMPLES_DIR / "layouts") -> dict[str, Layout]:
+    """The example layouts, read once when the app is built: requests pick one by name from this fixed set."""
+    return {row[2]: Layout.read(folder / row[2]) for row in EXAMPLES if (folder / row[2]).is_file()}
 
-    def load_example_layout(name: str, names: list[str]):
-        if not name:
+
+def _examples(tab: GenerateTab, limits: Limits) -> None:
+    layouts = example_layouts()
+    # which example layout to load; a Dropdown only takes its own choices, and the handler looks names up
+    layout_name = gr.Dropdown(list(layouts), value=None, label="Layout", visible=False)
+
+    def load_example_layout(name: str | None, names: list[str]):
+        if name not in layouts:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        with user_errors():
-            layout = handlers.layout_from_file(str(EXAMPLES_DIR / "layouts" / name))
+        layout = layouts[name]
         size = (layout.width, layout.height)
         size_update = size_label(*size) if size in limits.size_choices else gr.skip()
         return layout, canvas_html(layout, names=names), len(layout.people), size_update
 
     gr.Examples(
-        examples=[row for row in EXAMPLES if (EXAMPLES_DIR / "layouts" / row[2]).is_file()],
-        inputs=[tab.prompt, tab.style, layout_file], label="Examples (then upload a photo per person)",
+        examples=[row for row in EXAMPLES if row[2] in layouts],
+        inputs=[tab.prompt, tab.style, layout_name], label="Examples (then upload a photo per person)",
     )  # fmt: skip
     # the number of people follows the layout; its change event then assigns identities left to right
-    layout_file.change(
-        load_example_layout, [layout_file, tab.editor.names], [tab.editor.layout, tab.editor.canvas, tab.num_people, tab.editor.size]
-    )
+    layout_name.change(
+        load_example_layout, [layout_name, tab.editor.names],
+        [tab.editor.layout, tab.editor.canvas, tab.num_people, tab.editor.size], **PRIVATE,
+    )  # fmt: skip
 
 
 def _parameter_reader(tab: GenerateTab, handlers: AppHandlers, limits: Limits) -> None:
@@ -123,4 +132,4 @@ def _parameter_reader(tab: GenerateTab, handlers: AppHandlers, limits: Limits) -
         note = f"Settings restored (seed {values.get('seed', '?')}). Upload the same people's photos, then Generate."
         return [*updates, False, size_update, *layout_updates, note]
 
-    png.upload(on_png, [png, tab.editor.names], outputs)
+    png.upload(on_png, [png, tab.editor.names], outputs, **PRIVATE)

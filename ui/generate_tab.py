@@ -17,6 +17,7 @@ from ui.handlers import (
     IdentityCard,
     user_errors,
 )
+from ui.events import PRIVATE
 from ui.layout_editor import LayoutEditor, LayoutFns, connect_names, create_layout_editor
 from ui.presets import STYLE_PRESETS, parse_size
 
@@ -66,7 +67,7 @@ def create_generate_tab(
         with gr.Column(scale=5):
             gr.Markdown("### 1 · Who is in the photo")
             num_people = gr.Slider(1, limits.max_identities, value=1, step=1, label="Number of people", elem_id="num-people")
-            cards, identities, names = _person_cards(encode_identity_fn, rename_identity_fn, limits.max_identities)
+            cards, identities, names = _person_cards(encode_identity_fn, rename_identity_fn, limits)
             gr.Markdown("### 2 · Where they stand")
             editor = create_layout_editor(layout_fns, num_people, limits)
             connect_names(editor, names)
@@ -99,8 +100,8 @@ def create_generate_tab(
 
     settings = [prompt, negative_prompt, style, seed, randomize_seed, steps, guidance, id_scale, controlnet_scale]
     settings += [editor.size, num_images, diir_mode, diir_threshold]
-    results = gr.State(None)  # per session: the latest results, their identities and layout
-    selected = gr.State(0)  # per session: the gallery image last clicked
+    results = gr.State(None, time_to_live=limits.session_ttl_s)  # per session: the latest results, identities, layout
+    selected = gr.State(0, time_to_live=limits.session_ttl_s)  # per session: the gallery image last clicked
 
     def on_generate(count, layout, *values, progress=gr.Progress()):
         request = _request(count, layout, values[: limits.max_identities], values[limits.max_identities :])
@@ -116,11 +117,11 @@ def create_generate_tab(
     result_views = [gallery, debug_gallery, report, messages, results]
     generate.click(
         on_generate, [num_people, editor.layout, *identities, *settings], [*result_views, seed, selected],
-        concurrency_limit=1, concurrency_id="gpu",
+        concurrency_limit=1, concurrency_id="gpu", **PRIVATE,
     )  # fmt: skip
-    fix_faces.click(on_fix_faces, [results, selected], result_views, concurrency_limit=1, concurrency_id="gpu")
-    gallery.select(_selected_index, None, selected)
-    num_people.change(lambda count: [gr.update(visible=i < count) for i in range(len(cards))], num_people, cards)
+    fix_faces.click(on_fix_faces, [results, selected], result_views, concurrency_limit=1, concurrency_id="gpu", **PRIVATE)
+    gallery.select(_selected_index, None, selected, **PRIVATE)
+    num_people.change(lambda count: [gr.update(visible=i < count) for i in range(len(cards))], num_people, cards, **PRIVATE)
     return GenerateTab(
         num_people, prompt, negative_prompt, style, seed, randomize_seed, steps, guidance, id_scale, controlnet_scale,
         num_images, diir_mode, diir_threshold, editor, gallery, debug_gallery, report, messages, generate, fix_faces,
@@ -137,20 +138,20 @@ def _selected_index(evt: gr.SelectData) -> int:
     return int(evt.index or 0)
 
 
-def _person_cards(encode_identity_fn, rename_identity_fn, count: int) -> tuple[list[gr.Column], list[gr.State], list]:
+def _person_cards(encode_identity_fn, rename_identity_fn, limits: Limits) -> tuple[list[gr.Column], list[gr.State], list]:
     """The cards, each card's identity state and each card's name box."""
-    cards, states, names = [], [], []
+    cards, states, names, count = [], [], [], limits.max_identities
     for start in range(0, count, CARDS_PER_ROW):
         with gr.Row():
             for index in range(start, min(start + CARDS_PER_ROW, count)):
-                card, state, name = _person_card(index, encode_identity_fn, rename_identity_fn)
+                card, state, name = _person_card(index, encode_identity_fn, rename_identity_fn, limits.session_ttl_s)
                 cards.append(card)
                 states.append(state)
                 names.append(name)
     return cards, states, names
 
 
-def _person_card(index: int, encode_identity_fn, rename_identity_fn) -> tuple[gr.Column, gr.State, gr.Textbox]:
+def _person_card(index: int, encode_identity_fn, rename_identity_fn, ttl_s: float) -> tuple[gr.Column, gr.State, gr.Textbox]:
     with gr.Column(visible=index == 0, variant="panel", min_width=180, elem_classes="person-card") as card:
         name = gr.Textbox(f"Person {index + 1}", label=f"Person {index + 1}", max_lines=1, elem_id=f"person-{index + 1}-name")
         photos = gr.File(
@@ -159,7 +160,7 @@ def _person_card(index: int, encode_identity_fn, rename_identity_fn) -> tuple[gr
         )  # fmt: skip
         thumbnail = gr.Image(label="Detected face", interactive=False, height=112, show_label=False, buttons=[])
         status = gr.Markdown("Upload one or more photos of this person.", elem_id=f"person-{index + 1}-status")
-    state = gr.State(None)  # this session's Identity for the card; never shared between sessions
+    state = gr.State(None, time_to_live=ttl_s)  # this session's Identity for the card; never shared between sessions
 
     def on_photos(files, current_name):
         card_value = encode_identity_fn(files, current_name)
@@ -167,8 +168,8 @@ def _person_card(index: int, encode_identity_fn, rename_identity_fn) -> tuple[gr
             gr.Warning(card_value.status.lstrip("⚠ "))
         return card_value.identity, card_value.thumbnail, card_value.status
 
-    photos.change(on_photos, [photos, name], [state, thumbnail, status], concurrency_limit=1, concurrency_id="gpu")
-    name.blur(rename_identity_fn, [state, name], state)
+    photos.change(on_photos, [photos, name], [state, thumbnail, status], concurrency_limit=1, concurrency_id="gpu", **PRIVATE)
+    name.blur(rename_identity_fn, [state, name], state, **PRIVATE)
     return card, state, name
 
 

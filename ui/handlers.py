@@ -8,6 +8,7 @@ No torch and no model code is imported: the engine loads its models lazily on fi
 from __future__ import annotations
 
 import io
+import logging
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,10 +22,11 @@ from PIL import Image
 from magicid.config import DIIRConfig, GenerationConfig, Limits
 from magicid.errors import InvalidImageError, LayoutError, MagicIDError
 from magicid.imageio import load_image
-from magicid.layout import Layout
+from magicid.layout import MAX_LAYOUT_BYTES, Layout
 from ui.presets import apply_style
 
 
+logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 MAX_SEED = 2**31 - 1
 REPORT_HEADERS = ["image", "identity", "face similarity", "IoU with its region", "status"]
@@ -85,13 +87,22 @@ class RestoreOutputs:
     messages: str
 
 
+UNEXPECTED = "Something went wrong on the server (it was logged): try again, or with other input"
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Show `MagicIDError`s as a Gradio error toast carrying the one-line message; let real bugs through."""
+    """Show `MagicIDError`s as a Gradio error toast carrying the one-line message. Any other exception is a bug:
+    its traceback goes to the server log, and the user gets one generic line that quotes nothing of it."""
     try:
         yield
     except MagicIDError as error:
         raise gr.Error(str(error), print_exception=False) from error
+    except gr.Error:
+        raise
+    except Exception as error:
+        logger.exception("unexpected error in a request")
+        raise gr.Error(UNEXPECTED, print_exception=False) from error
 
 
 class AppHandlers:
@@ -134,12 +145,16 @@ class AppHandlers:
         return layout.assign_identities(min(int(num_people), len(layout.left_to_right())))
 
     def layout_from_file(self, path: str | None):
+        """An uploaded layout file, parsed as JSON text only; messages name neither the file nor its content."""
         if not path:
             raise LayoutError("Choose a layout JSON file (saved from this app or `python -m magicid layout`)")
+        upload = Path(path)
+        if not upload.is_file() or upload.stat().st_size > MAX_LAYOUT_BYTES:
+            raise LayoutError(f"The layout file must be a JSON file under {MAX_LAYOUT_BYTES // 2**20} MB")
         try:
-            return Layout.from_json(Path(path).read_text(encoding="utf-8"))
-        except (ValueError, KeyError, TypeError) as error:
-            raise LayoutError(f"{Path(path).name} is not a MagicID layout ({error}): save one from the editor") from error
+            return Layout.from_json(upload.read_bytes())
+        except LayoutError as error:
+            raise LayoutError(f"That file is not a MagicID layout ({error}): save one from the editor") from error
 
     # generation -------------------------------------------------------------------------------------------
     def generation_config(self, request: GenerateRequest, seed: int) -> GenerationConfig:
@@ -246,8 +261,8 @@ class AppHandlers:
         name = Path(path).name
         try:
             parameters = read_parameters(path)
-        except (OSError, ValueError) as error:
-            raise InvalidImageError(f"{name} could not be read ({error}): drop a PNG saved by MagicID") from error
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            raise InvalidImageError(f"{name} could not be read as a PNG: drop a PNG saved by MagicID") from error
         if not parameters:
             raise InvalidImageError(f"{name} carries no MagicID parameters: drop a PNG downloaded from this app")
         return parameters

@@ -18,6 +18,7 @@ from magicid.layout import TEMPLATES, Layout
 from ui.drag_canvas import CSS as CANVAS_CSS
 from ui.drag_canvas import JS as CANVAS_JS
 from ui.drag_canvas import Drag, apply_drag, canvas_html
+from ui.events import PRIVATE
 from ui.files import session_file
 from ui.handlers import user_errors
 from ui.presets import parse_size, size_label
@@ -62,8 +63,8 @@ def create_layout_editor(fns: LayoutFns, num_people: gr.Slider, limits: Limits, 
     """Build the editor's widgets (inside the current Blocks context) and wire its events."""
     sizes = [size_label(w, h) for w, h in limits.size_choices]
     first = fns.template(TEMPLATES[0], initial_people, *limits.size_choices[0])
-    layout = gr.State(first)
-    names = gr.State(default_names(limits.max_identities))
+    layout = gr.State(first, time_to_live=limits.session_ttl_s)
+    names = gr.State(default_names(limits.max_identities), time_to_live=limits.session_ttl_s)
     with gr.Row():
         template = gr.Dropdown(list(TEMPLATES), value=TEMPLATES[0], label="Template", scale=2)
         size = gr.Dropdown(sizes, value=sizes[0], label="Size / aspect", scale=2)
@@ -77,7 +78,7 @@ def create_layout_editor(fns: LayoutFns, num_people: gr.Slider, limits: Limits, 
         buttons = {action: gr.Button(label, size="sm", variant="stop" if action == "remove" else "secondary") for action, label in BUTTONS.items()}
     with gr.Accordion("Poses from a photo, layout files", open=False):
         with gr.Row():
-            photo = gr.Image(type="filepath", label="Photo of people", sources=["upload"], height=200, elem_id="pose-photo")
+            photo = gr.File(label="Photo of people", file_types=["image"], height=120, elem_id="pose-photo")
             with gr.Column():
                 extract = gr.Button("Extract poses from photo", elem_id="extract-poses")
                 upload = gr.UploadButton("Load layout JSON", file_types=[".json"])
@@ -86,18 +87,18 @@ def create_layout_editor(fns: LayoutFns, num_people: gr.Slider, limits: Limits, 
 
     editor = LayoutEditor(layout, template, size, canvas, status, names, person, shows)
     view = editor.view
-    template.change(partial(_from_template, fns), [template, num_people, size, names], view)
-    reset.click(partial(_from_template, fns), [template, num_people, size, names], view)
-    num_people.change(partial(_on_count, fns), [num_people, layout, template, size, names], view)
-    size.change(_on_size, [size, layout, names], view)
-    extract.click(partial(_on_extract, fns), [photo, size, num_people, names], view)
-    upload.upload(partial(_on_upload, fns), [upload, num_people, names], view)
-    export.click(_on_export, [layout], [exported])
-    canvas.release(_on_drag, [layout, names], view)
-    person.input(_on_person, [layout, person, names], view)
-    shows.input(_on_shows, [layout, person, shows, names], view)
+    template.change(partial(_from_template, fns), [template, num_people, size, names], view, **PRIVATE)
+    reset.click(partial(_from_template, fns), [template, num_people, size, names], view, **PRIVATE)
+    num_people.change(partial(_on_count, fns), [num_people, layout, template, size, names], view, **PRIVATE)
+    size.change(_on_size, [size, layout, names], view, **PRIVATE)
+    extract.click(partial(_on_extract, fns), [photo, size, num_people, names], view, **PRIVATE)
+    upload.upload(partial(_on_upload, fns), [upload, num_people, names], view, **PRIVATE)
+    export.click(_on_export, [layout], [exported], **PRIVATE)
+    canvas.release(_on_drag, [layout, names], view, **PRIVATE)
+    person.input(_on_person, [layout, person, names], view, **PRIVATE)
+    shows.input(_on_shows, [layout, person, shows, names], view, **PRIVATE)
     for action, button in buttons.items():
-        button.click(partial(_on_button, action), [layout, person, names], view)
+        button.click(partial(_on_button, action), [layout, person, names], view, **PRIVATE)
     return editor
 
 
@@ -106,7 +107,7 @@ def connect_names(editor: LayoutEditor, name_boxes: list[gr.Textbox]) -> None:
     for index, box in enumerate(name_boxes):
         box.change(
             partial(_on_name, index), [editor.layout, editor.person, box, editor.names], [*editor.view, editor.names],
-            trigger_mode="always_last", show_progress="hidden",
+            trigger_mode="always_last", show_progress="hidden", **PRIVATE,
         )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ def create_restore_tab(restore_fn: Callable[..., RestoreOutputs]) -> dict[str, g
     )
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = gr.Image(type="filepath", label="Image to restore", sources=["upload", "clipboard"], height=320, elem_id="restore-image")
+            image = gr.File(label="Image to restore", file_types=["image"], height=120, elem_id="restore-image")
             references = gr.File(label="Reference photos (one per person)", file_count="multiple", file_types=["image"], elem_id="restore-references")
             with gr.Accordion("Settings", open=True):
                 threshold = gr.Slider(32, 512, value=defaults.threshold_px, step=4, label="Restore faces smaller than (px)")
@@ -34,13 +34,13 @@ def create_restore_tab(restore_fn: Callable[..., RestoreOutputs]) -> dict[str, g
             debug = gr.Gallery(label="Faces: crop, mask, before, after", columns=4, height=220, elem_id="restore-debug")
 
     def on_restore(path, files, threshold_px, step_count, strength, seed_value, progress=gr.Progress()):
-        config = DIIRConfig(threshold_px=int(threshold_px), steps=int(step_count), id_scale=float(strength), seed=int(seed_value or 0))
         with user_errors():
+            config = DIIRConfig(threshold_px=int(threshold_px), steps=int(step_count), id_scale=float(strength), seed=int(seed_value or 0))
             result = restore_fn(path, files, config, lambda step, total: progress((step, total), desc="Restoring"))
         return (result.before, result.after), result.debug_images, result.messages or "Done."
 
     run.click(
         on_restore, [image, references, threshold, steps, id_scale, seed], [comparison, debug, messages],
-        concurrency_limit=1, concurrency_id="gpu",
+        concurrency_limit=1, concurrency_id="gpu", api_name="restore",
     )  # fmt: skip
     return {"image": image, "references": references, "comparison": comparison, "debug": debug, "messages": messages}

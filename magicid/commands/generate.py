@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     layout = _layout(args, len(args.ids))
     config = GenerationConfig(
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance,
-        id_scale=args.id_scale, controlnet_scale=args.controlnet_scale, width=args.width or layout.width,
-        height=args.height or layout.height,
+        id_scale=args.id_scale, controlnet_scale=args.controlnet_scale,
+        width=layout.width if args.width is None else args.width,
+        height=layout.height if args.height is None else args.height,
         seed=args.seed, num_images=args.num_images, restore_small_faces=args.restore,
     )  # fmt: skip
     from magicid.engine import validate_generation
@@ -75,7 +76,7 @@ def _layout(args: argparse.Namespace, num_identities: int):
     from magicid.layout import Layout
 
     if args.skeleton:
-        return Layout.from_json(args.skeleton)
+        return Layout.read(args.skeleton)
     if args.pose:
         return Layout.from_photo(load_image(args.pose), args.width, args.height)
     return Layout.from_template(args.template, num_identities, args.width or 512, args.height or 512)

@@ -43,13 +43,12 @@ def build_layout(args: argparse.Namespace) -> Layout:
     if args.template:
         if args.people is None:
             raise LayoutError("--template needs --people N (how many people, 1 to 6)")
-        return Layout.from_template(args.template, args.people, args.width or 512, args.height or 512)
+        width, height = (512 if side is None else side for side in (args.width, args.height))
+        return Layout.from_template(args.template, args.people, width, height)
     if args.people is not None:
         raise LayoutError("--people is for --template; --from-photo takes everyone it finds in the photo")
     if (args.width is None) != (args.height is None):
         raise LayoutError("give both --width and --height, or neither (then the photo's aspect ratio picks them)")
-    if not Path(args.from_photo).is_file():
-        raise LayoutError(f"photo {args.from_photo} not found")
     return Layout.from_photo(args.from_photo, args.width, args.height)
 
 

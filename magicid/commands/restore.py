@@ -64,16 +64,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> DIIRConfig:
-    from magicid.errors import InvalidSettingError
+    from magicid.config import Limits, validate_diir_config
 
-    if args.steps < 1 or args.threshold < 1:
-        raise InvalidSettingError("--steps and --threshold must be positive")
-    if args.resolution is not None and (args.resolution < 64 or args.resolution % 8):
-        raise InvalidSettingError(f"--resolution {args.resolution}: use a multiple of 8, at least 64")
-    return DIIRConfig(
+    config = DIIRConfig(
         threshold_px=args.threshold, steps=args.steps, id_scale=args.id_scale, controlnet_scale=args.landmark_scale,
         resolution=args.resolution,
     )
+    validate_diir_config(config, Limits())
+    return config
 
 
 def _assignment(spec: str | None, num_references: int) -> list[int | None] | None:
@@ -98,7 +96,9 @@ def _restore(engine, image, references, config: DIIRConfig, assignment):
         return engine.restore(image, references, config)
     from magicid import diir
 
-    return diir.restore(engine.pipeline, engine.identity_encoder, image, references, config, assignment=assignment)
+    return diir.restore(
+        engine.pipeline, engine.identity_encoder, image, references, config, assignment=assignment, limits=engine.limits
+    )
 
 
 def _parameters(config: DIIRConfig, references) -> dict:

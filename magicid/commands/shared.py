@@ -45,6 +45,9 @@ def engine_from_args(args: argparse.Namespace, override_fields: tuple[str, ...] 
         profile = ProfileConfig.from_env(args.profile, **overrides)
     except ValueError as error:
         raise InvalidSettingError(str(error)) from error
+    from magicid.profiles import resolve_device, resolve_dtype
+
+    resolve_device(profile), resolve_dtype(profile)  # refuse a bad --device / --dtype before anything loads
     engine = MagicID.from_profile(profile)
     if engine.is_miniature:
         print(f"notice: {engine.banner()}", file=sys.stderr)
@@ -61,6 +64,10 @@ def encode_identities(engine, args: argparse.Namespace, default_name=lambda inde
 
 
 def photo_list(spec: str) -> list[str]:
+    """The photos of one `--id`: the spec itself when it names a file (commas in file names), else its
+    comma-separated parts."""
+    if Path(spec).is_file():
+        return [spec]
     return [part for part in (piece.strip() for piece in spec.split(",")) if part]
 
 

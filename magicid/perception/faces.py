@@ -15,6 +15,7 @@ from magicid.perception import models
 
 MIN_FACE_SCORE = {"mtcnn": 0.9, "scrfd": 0.5}  # MTCNN below 0.9 finds faces in clothes and hands
 MIN_DETECTION_SIDE = 640  # smaller images are enlarged to this (at most 2x) so ~20 px faces reach MTCNN's floor
+MIN_SEARCH_SIDE = 24  # a detection copy thinner than this holds no findable face (and MTCNN's pyramid is empty)
 
 
 @dataclass
@@ -59,6 +60,8 @@ def detect_faces(image: Image.Image, limits: Limits | None = None) -> list[Face]
     work = image.convert("RGB")
     if abs(scale - 1.0) > 1e-3:
         work = work.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
+    if min(work.size) < MIN_SEARCH_SIDE:
+        return []
     detector, boxes, scores, points = _raw_detections(work)
     faces = [
         Face(box=_clip_box(box / scale, image.size), score=float(score), kps5=(kps / scale).astype(np.float64))

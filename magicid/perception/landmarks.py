@@ -30,12 +30,13 @@ def _mesh_landmarks(image: Image.Image, face: Face) -> np.ndarray | None:
     resized = crop.convert("RGB").resize(
         (max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.Resampling.BICUBIC
     )
-    with models.MEDIAPIPE_LOCK:
-        result = models.face_mesh().process(np.asarray(resized))
+    square = Image.new("RGB", (MESH_INPUT_SIDE, MESH_INPUT_SIDE))  # FaceMesh projects its points right on squares only
+    square.paste(resized, (0, 0))
+    result = models.run_mediapipe(models.face_mesh(), np.asarray(square))
     if not result.multi_face_landmarks:
         return None
     points = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], dtype=np.float64)
-    return points * np.array(resized.size) / scale + offset
+    return points * MESH_INPUT_SIDE / scale + offset
 
 
 def dlib_landmarks(image: Image.Image, face: Face) -> np.ndarray:

@@ -56,8 +56,7 @@ def box_ellipse(box: np.ndarray, count: int = 32) -> np.ndarray:
 def person_mask(image: Image.Image, face: Face, threshold: float = 0.5) -> np.ndarray:
     """Boolean (H, W) person segmentation around the face (False outside the segmented crop)."""
     crop, offset = crop_around(image, face.box, grow=SEGMENTATION_CROP_GROW)
-    with models.MEDIAPIPE_LOCK:
-        result = models.selfie_segmentation().process(np.asarray(crop.convert("RGB")))
+    result = models.run_mediapipe(models.selfie_segmentation(), np.asarray(crop.convert("RGB")))
     mask = np.zeros((image.height, image.width), dtype=bool)
     x0, y0 = offset.astype(int)
     mask[y0 : y0 + crop.height, x0 : x0 + crop.width] = result.segmentation_mask > threshold

@@ -8,7 +8,9 @@ each family is used under its lock.
 from __future__ import annotations
 
 import os
+import sys
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -98,7 +100,7 @@ def dlib_face_recognizer():
 @lru_cache(maxsize=1)
 def face_mesh():
     """mediapipe FaceMesh, one face per call (we feed crops), 478 points with irises."""
-    import mediapipe as mp
+    mp = _mediapipe()
 
     return mp.solutions.face_mesh.FaceMesh(
         static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
@@ -108,7 +110,7 @@ def face_mesh():
 @lru_cache(maxsize=1)
 def blaze_pose():
     """mediapipe BlazePose full (model_complexity=1 is the only one bundled in the wheel)."""
-    import mediapipe as mp
+    mp = _mediapipe()
 
     return mp.solutions.pose.Pose(
         static_image_mode=True, model_complexity=1, enable_segmentation=False, min_detection_confidence=0.3
@@ -117,6 +119,33 @@ def blaze_pose():
 
 @lru_cache(maxsize=1)
 def selfie_segmentation():
-    import mediapipe as mp
+    mp = _mediapipe()
 
     return mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+
+
+def _mediapipe():
+    import mediapipe
+
+    return mediapipe
+
+
+def run_mediapipe(solution, pixels):
+    """`solution.process(pixels)` under the mediapipe lock, with the process's stderr closed meanwhile: TFLite and
+    absl print lines from native threads (XNNPACK delegate, feedback manager, landmark projection) that no user
+    can act on. Other threads' stderr writes in that window are lost; mediapipe calls take milliseconds."""
+    with MEDIAPIPE_LOCK, _native_stderr_silenced():
+        return solution.process(pixels)
+
+
+@contextmanager
+def _native_stderr_silenced():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -66,14 +66,15 @@ def body_region(face: Face, size: tuple[int, int]) -> tuple[int, int, int, int]:
 
 def _pose_in_region(image: Image.Image, region: tuple[int, int, int, int]) -> np.ndarray | None:
     x0, y0, x1, y1 = region
-    crop = np.asarray(image.crop(region))
-    with models.MEDIAPIPE_LOCK:
-        result = models.blaze_pose().process(crop)
+    side = max(x1 - x0, y1 - y0)  # BlazePose projects its points right on square inputs only: pad right and below
+    square = Image.new("RGB", (side, side))
+    square.paste(image.crop(region).convert("RGB"), (0, 0))
+    result = models.run_mediapipe(models.blaze_pose(), np.asarray(square))
     if result.pose_landmarks is None:
         return None
     blaze = np.array([(p.x, p.y, p.visibility) for p in result.pose_landmarks.landmark], dtype=np.float64)
-    blaze[:, 0] = (blaze[:, 0] * (x1 - x0) + x0) / image.width
-    blaze[:, 1] = (blaze[:, 1] * (y1 - y0) + y0) / image.height
+    blaze[:, 0] = (blaze[:, 0] * side + x0) / image.width
+    blaze[:, 1] = (blaze[:, 1] * side + y0) / image.height
     return openpose_from_blazepose(blaze)
 
 

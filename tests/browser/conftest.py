@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,24 +14,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve(demo, queue_size: int = 4) -> str:
-    """Launch `demo` without blocking; returns its URL."""
-    from app import Settings, launch_options
-
-    demo.queue(max_size=queue_size, default_concurrency_limit=1)
-    options = {**launch_options(Settings()), "show_error": True}
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, ssr_mode=False, **options
-    )
-    return url
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import re
 import urllib.request
 
 import pytest
-from conftest import serve
+from serving import serve
 from PIL import Image
 from playwright.sync_api import Page, expect
 
