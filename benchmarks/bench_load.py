@@ -69,18 +69,18 @@ class RssSampler(threading.Thread):
 
     def __init__(self, pid: int, period_s: float = 0.25):
         super().__init__(daemon=True)
-        self.process, self.period_s, self.peak, self._stop = psutil.Process(pid), period_s, 0, threading.Event()
+        self.process, self.period_s, self.peak, self._done = psutil.Process(pid), period_s, 0, threading.Event()
 
     def rss(self) -> int:
         return self.process.memory_info().rss
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             self.peak = max(self.peak, self.rss())
             time.sleep(self.period_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 

@@ -50,8 +50,8 @@ MAKE_ONE = "make one with `python -m magicid layout`"
 FACE_ASPECT = 1.32
 MASK_MARGIN = 1.15  # ellipse semi-axes relative to the face box: take in hairline, chin and cheeks
 MASK_SOFT_EDGE = 0.3  # width of the soft edge, in units of the ellipse radius
-# diffusers' IPAdapterMaskProcessor.downsample point-samples the mask (bicubic, no antialias): at the 16 x 16 token
-# grid of a 512 canvas a face under ~23 px radius can fall between samples and vanish, so masks are at least this big
+# `magicid.mgmica` averages each mask over the cells of a layer's token grid: a face far smaller than a cell (32 px
+# at the 16 x 16 grid of a 512 canvas) would get only a faint weight there, so masks are at least this big
 MIN_MASK_RADIUS = 1 / 22  # of the canvas' longer side
 
 

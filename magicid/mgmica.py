@@ -5,8 +5,11 @@ Alg. 1: CA = CrossAttn(Q, F_text) + sum_i M_id^i * s_i * CrossAttn(Q, F_id^i).
 
 diffusers' `IPAdapterAttnProcessor2_0` computes exactly this when given `ip_adapter_masks`: one SDPA per
 identity, each masked by its region downsampled to the layer's token grid. `IDAttnProcessor` is a thin subclass
-that also (a) treats a plain tensor as "text only, no ID tokens" and (b) runs several identities without masks
-as Alg. 1 with full masks (the parent would concatenate their tokens into one softmax instead).
+that also (a) treats a plain tensor as "text only, no ID tokens", (b) runs several identities without masks
+as Alg. 1 with full masks (the parent would concatenate their tokens into one softmax instead), (c) averages
+each mask over the cells of the layer's grid (the parent samples it bicubically at cell centres, which aliases
+at coarse grids: at 8x8 three equal faces kept peak values 0.97, 0.12 and 0.23), and (d) on request hands the
+ID branch's contribution to the output to a sink (`contribution_sink`, the tensor `L_cfa` is computed on).
 
 Calling convention (diffusers' IP-Adapter one): `encoder_hidden_states=(text (B, L, D), [id (B, N, T, D)])`,
 `cross_attention_kwargs={"ip_adapter_masks": [masks (1 or B, N, H, W)]}`.
@@ -14,12 +17,22 @@ Calling convention (diffusers' IP-Adapter one): `encoder_hidden_states=(text (B,
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor2_0
+from torch.nn import functional as F
 
 
 class IDAttnProcessor(IPAdapterAttnProcessor2_0):
-    """Eq. 1 for one identity, Alg. 1 for N; installed on cross-attention (`attn2`) layers only."""
+    """Eq. 1 for one identity, Alg. 1 for N; installed on cross-attention (`attn2`) layers only.
+
+    `contribution_sink`: when a list, every call with ID tokens appends the ID branch's part of its output,
+    `to_out(sum_i M_id^i * s_i * CrossAttn(Q, F_id^i))` (B, tokens, C): the output minus the text-only output
+    of the same layer, so the residual and the output bias cancel.
+    """
+
+    contribution_sink: list[torch.Tensor] | None = None
 
     def __call__(
         self,
@@ -32,12 +45,18 @@ class IDAttnProcessor(IPAdapterAttnProcessor2_0):
         ip_adapter_masks: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         text, id_tokens = split_id_tokens(encoder_hidden_states)
+        num_queries = _num_queries(hidden_states)
         if not id_tokens:
             ip_adapter_masks = None
         elif ip_adapter_masks is None and self._needs_per_identity_sum(id_tokens):
-            num_queries = _num_queries(hidden_states)
             ip_adapter_masks = [full_masks(tokens.shape[1], num_queries, tokens) for tokens in id_tokens]
-        return super().__call__(attn, hidden_states, (text, id_tokens), attention_mask, temb, scale, ip_adapter_masks)
+        elif ip_adapter_masks is not None:
+            ip_adapter_masks = [masks_on_token_grid(masks, num_queries) for masks in ip_adapter_masks]
+        output = super().__call__(attn, hidden_states, (text, id_tokens), attention_mask, temb, scale, ip_adapter_masks)
+        if self.contribution_sink is not None and id_tokens:
+            text_only = super().__call__(attn, hidden_states, (text, []), attention_mask, temb)
+            self.contribution_sink.append(output - text_only)
+        return output
 
     def _needs_per_identity_sum(self, id_tokens: list[torch.Tensor]) -> bool:
         several = any(tokens.ndim == 4 and tokens.shape[1] > 1 for tokens in id_tokens)
@@ -55,6 +74,23 @@ def split_id_tokens(encoder_hidden_states) -> tuple[torch.Tensor, list[torch.Ten
 def full_masks(num_identities: int, num_queries: int, like: torch.Tensor) -> torch.Tensor:
     """All-ones masks `(1, N, 1, num_queries)`: a 1-row grid passes diffusers' mask downsampling unchanged."""
     return torch.ones(1, num_identities, 1, num_queries, dtype=like.dtype, device=like.device)
+
+
+def token_grid(mask_size: tuple[int, int], num_queries: int) -> tuple[int, int]:
+    """The (h, w) token grid diffusers' mask downsampling uses for a mask of `mask_size` = (H, W)."""
+    height, width = mask_size
+    rows = int(math.sqrt(num_queries / (width / height)))
+    rows = rows + int(num_queries % rows != 0)
+    return rows, num_queries // rows
+
+
+def masks_on_token_grid(masks: torch.Tensor, num_queries: int) -> torch.Tensor:
+    """Masks (B|1, N, H, W) averaged over the cells of the layer's (h, w) token grid (area downsampling). diffusers
+    then resamples them at the same size, which leaves them unchanged."""
+    grid = token_grid(tuple(masks.shape[-2:]), num_queries)
+    if tuple(masks.shape[-2:]) == grid:
+        return masks
+    return F.interpolate(masks.float(), size=grid, mode="area").to(masks.dtype)
 
 
 def _num_queries(hidden_states: torch.Tensor) -> int:

@@ -7,9 +7,9 @@ import json
 import re
 
 import pytest
+from hostile import bad_images, hostile_layouts, write_layout
 
 from magicid.cli import main
-from hostile import bad_images, hostile_layouts, write_layout
 
 
 NATIVE_LOG = re.compile(r"^([IWEF]\d{4} |INFO: |WARNING: All log messages)")  # glog / absl / TFLite lines

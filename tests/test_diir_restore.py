@@ -162,3 +162,88 @@ def test_a_separate_landmark_controlnet_is_used_while_restoring(models):
         del pipe.landmark_controlnet
     assert len(calls) == 2  # the denoising steps; inversion runs the UNet alone by default
     assert pipe.controlnet is original
+
+
+def random_faces(count: int, pipe):
+    rng = np.random.default_rng(0)
+    crops = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(count)]
+    masks = np.zeros((count, 64, 64), np.float32)
+    for index in range(count):
+        masks[index, 8 + 8 * index : 40 + 8 * index, 16:48] = 1  # a different M_p per face
+    tokens = torch.randn(count, 4, pipe.controlnet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+    return crops, [Image.new("RGB", (64, 64))] * count, masks, tokens
+
+
+def test_restore_crops_runs_alg2_with_each_face_s_tokens_and_its_own_mask(models, monkeypatch):
+    """Spies on the model calls and on MGFF: F_id per face while denoising, self-attention fusion (line 5) on the
+    token grids and latent fusion (line 7) toward the inversion, both inside M_p, at every step."""
+    from magicid import mgff
+
+    pipe, _ = models
+    crops, conditions, masks, tokens = random_faces(2, pipe)
+    calls, fusions = [], []
+    predict_noise, fuse = pipe.predict_noise, mgff.fuse
+    monkeypatch.setattr(pipe, "predict_noise", lambda *args, **kwargs: (calls.append(kwargs), predict_noise(*args, **kwargs))[1])
+    monkeypatch.setattr(mgff, "fuse", lambda t, r, m, dims=mgff.LATENT_DIMS: (fusions.append((dims, m)), fuse(t, r, m, dims))[1])
+    config = DIIRConfig(steps=3, resolution=64, id_scale=0.8)
+    diir.restore_crops(pipe, crops, conditions, masks, tokens, config)
+    restoring = [kwargs for kwargs in calls if kwargs.get("id_embeds") is not None]
+    assert len(restoring) == config.steps and len(calls) == 2 * config.steps  # inversion runs without F_id
+    for kwargs in restoring:
+        assert torch.equal(kwargs["id_embeds"], tokens[:, None]) and kwargs["id_scale"] == 0.8
+    latent_masks = [mask for dims, mask in fusions if dims == mgff.LATENT_DIMS]
+    expected = torch.nn.functional.interpolate(torch.from_numpy(masks[:, None]), (8, 8), mode="area")
+    assert len(latent_masks) == config.steps and all(torch.allclose(mask, expected) for mask in latent_masks)
+    token_masks = [mask for dims, mask in fusions if dims == mgff.TOKEN_DIMS]
+    self_attention_layers = sum(name.endswith("attn1.processor") for name in pipe.unet.attn_processors)
+    assert len(token_masks) == config.steps * self_attention_layers
+    assert all(0 < mask.mean() < 1 for mask in token_masks)  # M_p on the token grid, not the whole crop
+
+
+def test_each_face_is_restored_with_the_tokens_of_its_assigned_reference(models, references, fullbody, restored, monkeypatch):
+    pipe, encoder = models
+    faces = [face.face for face in restored[0].faces[:2]]
+    seen = []
+    restore_crops = diir.restore_crops
+    monkeypatch.setattr(diir, "restore_crops", lambda pipe, crops, conditions, masks, id_tokens, config, progress=None:
+                        (seen.append(id_tokens), restore_crops(pipe, crops, conditions, masks, id_tokens, config, progress))[1])
+    diir.restore(pipe, encoder, fullbody, references, FAST, faces=faces, assignment=[1, 0])
+    expected = encoder.id_tokens(references)
+    assert torch.equal(seen[0], expected[[1, 0]])
+
+
+class FixedEmbedder:
+    """Face embeddings by face position, to pin which reference each face resembles."""
+
+    def __init__(self, by_x: dict):
+        self.by_x = by_x
+
+    def embed(self, image, face):
+        return self.by_x[int(face.box[0])]
+
+
+def test_faces_are_matched_to_their_most_similar_references():
+    from magicid.perception import Face
+
+    one, two = np.eye(2, dtype=np.float32)
+    faces = [Face(box=np.array([x, 0, x + 20, 20], float), score=1.0, kps5=np.zeros((5, 2))) for x in (10, 50)]
+    encoder = type("Encoder", (), {"embedder": FixedEmbedder({10: two, 50: one})})()
+    references = [type("Ref", (), {"embedding": one})(), type("Ref", (), {"embedding": two})()]
+    matches = diir._match_references(None, faces, references, encoder, None, [])
+    assert [reference for reference, _ in matches] == [1, 0]
+
+
+def test_the_restored_face_takes_the_original_colours(models, references, fullbody, monkeypatch):
+    """A restoration that comes back tinted red is colour-matched to the original inside M_p before pasting."""
+    pipe, encoder = models
+
+    def tinted(pipe, crops, conditions, masks, id_tokens, config, progress=None):
+        return [Image.fromarray(np.clip(np.asarray(crop, np.int16) + (80, -40, -40), 0, 255).astype(np.uint8)) for crop in crops]
+
+    monkeypatch.setattr(diir, "restore_crops", tinted)
+    result = diir.restore(pipe, encoder, fullbody, references[:1], FAST)
+    for face in result.faces:
+        inside = np.asarray(face.parsing_mask.resize(face.before.size)) > 200
+        before = np.asarray(face.before, np.float32)[inside].mean(axis=0)
+        after = np.asarray(face.after, np.float32)[inside].mean(axis=0)
+        assert np.abs(after - before).max() < 12

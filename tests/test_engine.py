@@ -207,3 +207,44 @@ def test_fix_faces_runs_diir_on_the_tiny_model(engine, obama, biden, standing_pa
     result = engine.fix_faces(small, [biden, obama], layout, DIIRConfig(steps=2, resolution=64))
     assert result.image.size == small.size and sorted(face.reference for face in result.faces) == [0, 1]
     assert any(message.startswith("Restored face") for message in result.messages)
+
+
+class PipeSpy:
+    """The engine's pipeline, recording the keywords of each call; `id_mode` may be overridden."""
+
+    def __init__(self, pipe, id_mode: str | None = None):
+        self.pipe, self.calls, self.id_mode = pipe, [], id_mode or pipe.id_mode
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        return self.pipe(**kwargs)
+
+
+def generate_with_spy(engine, monkeypatch, identities, layout=None, id_mode=None) -> tuple[dict, object]:
+    pipe, encoder = engine._load()
+    spy = PipeSpy(pipe, id_mode)
+    monkeypatch.setattr(engine, "_load", lambda: (spy, encoder))
+    engine.generate(GenerationConfig(prompt="two men", **FAST), identities, layout)
+    return spy.calls[0], encoder
+
+
+def test_a_group_gets_each_identity_s_tokens_with_the_mask_of_its_own_region(engine, obama, biden, monkeypatch):
+    layout = Layout.from_template("standing", 2, 512, 512).assign_identities(2)
+    layout.people[0].identity, layout.people[1].identity = 1, 0  # Joe on the left, Barack on the right
+    call, encoder = generate_with_spy(engine, monkeypatch, [obama, biden], layout)
+    masks = np.asarray(call["id_masks"])
+    assert masks.shape == (2, 512, 512)
+    for index, box in enumerate(layout.identity_boxes(2)):
+        ys, xs = np.nonzero(masks[index] > 0.5)
+        assert box[0] < xs.mean() < box[2] and box[1] < ys.mean() < box[3]  # mask i sits on identity i's face
+    expected = encoder.id_tokens([obama, biden])
+    assert np.allclose(np.asarray(call["id_embeds"]), np.asarray(expected))
+    assert call["negative_id_embeds"] is None  # MagicID's own ID attention: zero tokens, as in ID dropout
+
+
+def test_the_ip_adapter_baseline_gets_null_id_tokens_in_the_unconditional_branch(engine, obama, biden, monkeypatch):
+    call, encoder = generate_with_spy(engine, monkeypatch, [obama, biden], id_mode="unet")
+    assert np.allclose(np.asarray(call["negative_id_embeds"]), np.asarray(encoder.null_tokens(2)))

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from magicid.errors import LayoutError
-from magicid.layout import MAX_CANVAS_SIDE, MIN_CANVAS_SIDE, MAX_IDENTITIES, Layout
+from magicid.layout import MAX_CANVAS_SIDE, MAX_IDENTITIES, MIN_CANVAS_SIDE, Layout
 
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)

@@ -13,6 +13,7 @@ from magicid.mgmica import (
     id_attention_state_dict,
     install_id_attention,
     load_id_attention_state_dict,
+    masks_on_token_grid,
     set_id_scale,
 )
 from magicid.resampler import IDResampler
@@ -130,6 +131,65 @@ def test_one_identity_with_full_mask_equals_single_identity_path(attn, inputs):
     one = ids[:, :1]
     full = torch.ones(1, 1, GRID_H, GRID_W)
     assert torch.allclose(run(attn, hidden, text, one, 0.8, full), run(attn, hidden, text, one, 0.8), atol=1e-6)
+
+
+def test_full_resolution_masks_are_averaged_over_each_token_cell(attn, inputs):
+    hidden, text, ids = inputs
+    fine = region_masks().repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
+    fine[0, 0, :3, :5] = 0.0  # sub-cell detail: a bicubic point sample would miss it, an average does not
+    on_grid = masks_on_token_grid(fine, Q_LEN)
+    assert on_grid.shape == (1, 3, GRID_H, GRID_W)
+    assert torch.allclose(on_grid[0, 0, 0, 0], torch.tensor(1 - 15 / 64))
+    with torch.no_grad():
+        expected = reference(attn, hidden, text, ids, [1.0, 1.0, 1.0], on_grid)
+    assert torch.allclose(run(attn, hidden, text, ids, 1.0, fine), expected, atol=1e-5)
+
+
+def test_equal_small_faces_keep_equal_weight_on_a_coarse_grid():
+    """Three faces of the same size at different sub-cell offsets of a 512 canvas, on the 8x8 grid."""
+    size, radius = 512, 24
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    centres = [(100, 256), (260, 228), (430, 300)]
+    masks = torch.stack([((xs - x) ** 2 + (ys - y) ** 2 < radius**2).float() for x, y in centres])[None]
+    weights = masks_on_token_grid(masks, 64).sum(dim=(-2, -1))[0]
+    cell_area = (size / 8) ** 2
+    assert torch.allclose(weights, masks.sum(dim=(-2, -1))[0] / cell_area)  # each face keeps its whole weight
+    assert weights.max() / weights.min() < 1.01
+
+
+def test_id_contribution_sink_holds_the_id_branch_output_with_gradients(attn, inputs):
+    hidden, text, ids = inputs
+    masks = region_masks()
+    hidden = hidden.clone().requires_grad_(True)
+    attn.processor.scale = [[0.5, 1.0, 2.0]]
+    attn.processor.contribution_sink = sink = []
+    try:
+        attn(hidden, encoder_hidden_states=(text, [ids]), ip_adapter_masks=[masks])
+    finally:
+        attn.processor.contribution_sink = None
+    with torch.no_grad():
+        query = attn.to_q(hidden)
+        processor = attn.processor
+        id_part = sum(
+            [0.5, 1.0, 2.0][i] * masks[0, i].reshape(1, Q_LEN, 1)
+            * plain_attention(query, processor.to_k_ip[0](ids[:, i]), processor.to_v_ip[0](ids[:, i]))
+            for i in range(3)
+        )  # fmt: skip
+        expected = id_part @ attn.to_out[0].weight.T
+    assert len(sink) == 1 and torch.allclose(sink[0], expected, atol=1e-5)
+    sink[0].pow(2).sum().backward()
+    assert processor.to_v_ip[0].weight.grad is not None and processor.to_v_ip[0].weight.grad.abs().sum() > 0
+    processor.to_v_ip[0].weight.grad = None
+
+
+def test_id_kv_projections_start_as_copies_of_the_text_kv(tiny_components):
+    model = copy.deepcopy(tiny_components.controlnet)
+    install_id_attention(model)
+    for name, processor in model.attn_processors.items():
+        if isinstance(processor, IDAttnProcessor):
+            layer = model.get_submodule(name.removesuffix(".processor"))
+            assert torch.equal(processor.to_k_ip[0].weight, layer.to_k.weight)
+            assert torch.equal(processor.to_v_ip[0].weight, layer.to_v.weight)
 
 
 @pytest.fixture(scope="module")

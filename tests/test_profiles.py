@@ -220,3 +220,23 @@ def test_hub_probe_treats_a_transport_failure_as_unreachable(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", refuse)
     assert hub_reachable("some/repo") is False
+
+
+def test_a_plusv2_weight_file_turns_the_shortcut_on(hub_folders, monkeypatch):
+    """FaceID-PlusV2 adds the projected face embedding back to the perceiver output; Plus (v1) does not, and the
+    file name tells them apart. (The tiny projection's widths cannot take the shortcut itself, so the loader's
+    choice is checked where it is made.)"""
+    import dataclasses
+    import shutil
+
+    from magicid import profiles
+
+    root, _, _ = hub_folders
+    plus_v2 = "ip-adapter-faceid-plusv2_sd15.bin"
+    shutil.copy(root / "ipa" / FACEID_PLUS_FILE, root / "ipa" / plus_v2)
+    chosen = []
+    adopt = profiles.adopt_faceid_plus
+    monkeypatch.setattr(profiles, "adopt_faceid_plus", lambda pipe, shortcut: (chosen.append(shortcut), adopt(pipe, False))[1])
+    for weight in (plus_v2, FACEID_PLUS_FILE):
+        load_profile(dataclasses.replace(hub_config(root), ip_adapter_weight=weight), FakeEmbedder(512))
+    assert chosen == [True, False]

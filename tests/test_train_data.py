@@ -33,6 +33,7 @@ def photos_dir(tmp_path_factory, testdata) -> Path:
     portrait = Image.open(testdata / "portraits" / "barack_obama" / "1.jpg").convert("RGB")
     portrait.filter(ImageFilter.GaussianBlur(12)).save(directory / "portraits" / "blurred.jpg")
     portrait.resize((120, 150)).save(directory / "small.jpg")
+    portrait.resize((portrait.width * 9 // 10, portrait.height * 9 // 10)).save(directory / "portraits" / "resaved.jpg", quality=70)
     (directory / "broken.jpg").write_bytes(b"not a jpeg")
     (directory / "portraits" / "obama.txt").write_text("the president in the oval office")
     (directory / "captions.jsonl").write_text(json.dumps({"file": "portraits/biden.jpg", "caption": "a man"}) + "\n")
@@ -76,8 +77,11 @@ def test_filters_drop_with_reasons(built):
     assert reasons["broken.jpg"]["code"] == "unreadable"
     assert reasons["portraits/blurred.jpg"]["code"] in ("blurry", "no_face")
     assert reasons["fullbody/truck.jpg"]["code"] == "blurry"
+    assert reasons["portraits/resaved.jpg"] == {
+        "source": "portraits/resaved.jpg", "status": "dropped", "code": "duplicate",
+        "reason": "near-duplicate of portraits/obama.jpg"}  # fmt: skip
     assert all(item["reason"] for item in reasons.values())
-    assert summary == {"kept": 3, "dropped": 5, "dropped_by_reason": report["dropped_by_reason"]}
+    assert summary == {"kept": 3, "dropped": 6, "dropped_by_reason": report["dropped_by_reason"]}
 
 
 def test_shards_stream_and_split_between_consumers(built):
@@ -101,7 +105,7 @@ def test_resume_skips_finished_and_dropped_photos(built, photos_dir, tmp_path):
     lost = set(finished_sources(out_dir)) - set(finished_sources(resumed))
     assert len(lost) == 1
     summary = build_dataset(photos_dir, resumed, BuildConfig(records_per_shard=1, embedder="dlib"))
-    assert summary["kept"] == 3 and summary["dropped"] == 5
+    assert summary["kept"] == 3 and summary["dropped"] == 6
     assert finished_sources(resumed) == finished_sources(out_dir)
     assert len(shard_paths(resumed)) == 3 and not list(resumed.glob("*.partial"))
 
@@ -121,3 +125,38 @@ def test_shard_writer_keeps_only_complete_shards(tmp_path, built):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["--images", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from magicid.perception import get_face_embedder
+
+    return get_face_embedder("dlib")
+
+
+def rejection(photo: Path, embedder, config: BuildConfig | None = None):
+    from train.build_dataset import Rejected, make_record
+
+    with pytest.raises(Rejected) as rejected:
+        make_record(photo, photo.name, "a person", config or BuildConfig(embedder="dlib"), embedder)
+    return rejected.value
+
+
+def test_a_close_up_without_both_shoulders_is_dropped_for_its_skeleton(testdata, embedder):
+    dropped = rejection(testdata / "portraits" / "barack_obama" / "3.jpg", embedder)
+    assert dropped.code == "skeleton" and "shoulder" in str(dropped)
+
+
+@pytest.mark.parametrize(("shift", "keep", "message"), [(0.0, 30, "only 30 face landmarks"), (3.0, None, "off the face")])
+def test_face_landmarks_too_few_or_off_the_face_are_dropped(testdata, embedder, monkeypatch, shift, keep, message):
+    from magicid import perception
+
+    landmarks = perception.face_landmarks
+
+    def corrupted(image, face, *args, **kwargs):
+        points = landmarks(image, face, *args, **kwargs)[:keep]
+        return points + shift * face.size
+
+    monkeypatch.setattr(perception, "face_landmarks", corrupted)
+    dropped = rejection(testdata / "portraits" / "barack_obama" / "1.jpg", embedder)
+    assert dropped.code == "landmarks" and message in str(dropped)

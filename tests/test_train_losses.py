@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
+from magicid.mgmica import install_id_attention, set_id_scale
 from train.clone_face import clone_batch, paired_windows, strip_start
 from train.losses import (
-    CrossAttentionRecorder,
+    IDContributionRecorder,
     as_spatial,
     clone_face_attention_loss,
     diffusion_loss,
     gaussian_window,
     is_clone_step,
-    total_loss,
 )
 
 
@@ -83,7 +85,8 @@ def test_l_cfa_equals_the_formula_on_synthetic_maps():
     window = gaussian_window(8, 4)
     expected = ((maps[0, :, 8:16, 4:8] * window - maps[0, :, 8:16, 20:24] * window) ** 2).sum()
     assert clone_face_attention_loss([maps], m1, m2, reduction="sum").item() == pytest.approx(expected.item())
-    assert clone_face_attention_loss([maps], m1, m2).item() == pytest.approx(expected.item() / (4 * 8 * 4))
+    assert clone_face_attention_loss([maps], m1, m2).item() == pytest.approx(expected.item() / (8 * 4))
+    assert clone_face_attention_loss([maps], m1, m2, reduction="mean").item() == pytest.approx(expected.item() / (4 * 8 * 4))
 
 
 def test_l_cfa_is_zero_for_equal_halves_and_skips_small_maps():
@@ -111,13 +114,15 @@ def test_l_cfa_gradient_pulls_the_halves_together():
     assert maps.grad.abs().sum() > 0
 
 
-def test_eq4_schedule():
-    l_cldm, l_cfa = torch.tensor(1.0), torch.tensor(3.0)
+def test_eq4_schedule_clones_every_10_steps_of_the_final_stage_only():
+    from train.configs import paper_config
+
     assert [is_clone_step(step) for step in range(12)] == [True] + [False] * 9 + [True, False]
-    assert total_loss(l_cldm, l_cfa, step=20).item() == pytest.approx(1.6)
-    assert total_loss(l_cldm, None, step=21).item() == pytest.approx(1.0)
-    with pytest.raises(ValueError):
-        total_loss(l_cldm, None, step=30)
+    paper = paper_config()
+    final_start = 150_000
+    assert not any(paper.is_clone_step(step) for step in range(0, final_start, 10))
+    assert [step for step in range(final_start - 20, final_start + 25) if paper.is_clone_step(step)] == [
+        final_start, final_start + 10, final_start + 20]  # fmt: skip
     assert diffusion_loss(torch.ones(2, 4), torch.zeros(2, 4)).item() == pytest.approx(1.0)
 
 
@@ -128,13 +133,22 @@ def test_as_spatial_uses_the_latent_aspect():
     assert torch.equal(spatial[0, :, 1, 0], tokens[0, 8])
 
 
-def test_recorder_captures_controlnet_cross_attention(tiny_components):
-    controlnet = tiny_components.controlnet
-    recorder = CrossAttentionRecorder(controlnet)
+def test_recorder_captures_the_id_branch_of_every_controlnet_cross_attention(tiny_components):
+    controlnet = copy.deepcopy(tiny_components.controlnet)
+    install_id_attention(controlnet)
+    recorder = IDContributionRecorder(controlnet)
     latents = torch.randn(1, 4, 64, 64)
     text = torch.randn(1, 5, controlnet.config.cross_attention_dim)
-    with torch.no_grad(), recorder:
-        controlnet(latents, 10, encoder_hidden_states=text, controlnet_cond=torch.rand(1, 3, 512, 512))
-    maps = recorder.maps(aspect=1.0)
-    assert maps and all(item.shape[-2:] == (32, 32) for item in maps)
-    assert not any(module._forward_hooks for module in recorder.modules)  # hooks removed on exit
+    ids = torch.randn(1, 1, 4, controlnet.config.cross_attention_dim)
+
+    def record(scale: float) -> list[torch.Tensor]:
+        set_id_scale(controlnet, scale)
+        with torch.no_grad(), recorder:
+            controlnet(latents, 10, encoder_hidden_states=(text, [ids]), controlnet_cond=torch.rand(1, 3, 512, 512))
+        return recorder.maps(aspect=1.0)
+
+    maps = record(1.0)
+    assert len(maps) == len(recorder.processors) and all(item.shape[-2:] == (32, 32) for item in maps)
+    assert all(item.abs().amax() > 0 for item in maps)
+    assert all(torch.equal(item, torch.zeros_like(item)) for item in record(0.0))  # no ID attention: no contribution
+    assert all(processor.contribution_sink is None for processor in recorder.processors)  # detached on exit

@@ -2,7 +2,7 @@
 
     python -m train.build_dataset --images DIR --out DIR [--captions captions.jsonl] [--records-per-shard N]
 
-Filters (paper, "Data Engine IDZoom"): resolution, clarity (variance of the Laplacian of the face), exactly one
+Filters (paper, "Data Engine IDZoom"): resolution, repeats (near-duplicates of a kept photo), clarity (variance of the Laplacian of the face), exactly one
 face, skeleton quality (nose, neck and both shoulders present) and landmark quality (enough points, inside the
 face). Captions come from `captions.jsonl` (`{"file": "relative/path.jpg", "caption": "..."}` per line) or a
 `<photo>.txt` next to each photo; otherwise `default_caption`. Rerunning on the same `--out` resumes: photos in
@@ -53,6 +53,7 @@ class BuildConfig:
     embedder: str = "auto"
     default_caption: str = "a photo of a person"
     mask_blur_px: int = 7
+    duplicate_bits: int = 6  # photos whose 64-bit difference hashes differ in at most this many bits are one photo
 
 
 class Rejected(Exception):
@@ -109,6 +110,20 @@ def sharpness(image: Image.Image, box: np.ndarray) -> float:
     return float(cv2.Laplacian(np.asarray(face, dtype=np.float64), cv2.CV_64F).var())
 
 
+def image_hash(image: Image.Image) -> int:
+    """A 64-bit difference hash: re-encoded, resized or lightly edited copies of a photo keep nearly all bits."""
+    small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return int("".join("1" if bit else "0" for bit in bits), 2)
+
+
+def check_repeats(fingerprint: int, kept_hashes: dict[str, int], max_bits: int) -> None:
+    """IDZoom's repeatability filter: a near-duplicate of a photo already kept is dropped."""
+    for source, other in kept_hashes.items():
+        if bin(fingerprint ^ other).count("1") <= max_bits:
+            raise Rejected("duplicate", f"near-duplicate of {source}")
+
+
 def pose_of_face(poses: list[np.ndarray], box: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
     """The skeleton whose head joints fall inside the (grown) face box, best covered first; None if none does."""
     width, height = size
@@ -149,8 +164,10 @@ def downscale(image: Image.Image, max_side: int) -> Image.Image:
     return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
 
 
-def make_record(photo: Path, source: str, caption: str, config: BuildConfig, embedder) -> IDZoomRecord:
-    """Run the filters and perception on one photo; raise `Rejected` with the reason it is dropped."""
+def make_record(photo: Path, source: str, caption: str, config: BuildConfig, embedder,
+                kept_hashes: dict[str, int] | None = None) -> IDZoomRecord:  # fmt: skip
+    """Run the filters and perception on one photo; raise `Rejected` with the reason it is dropped.
+    `kept_hashes`: source -> `image_hash` of the photos kept so far, for the repeatability filter."""
     from magicid import perception
     from magicid.imageio import load_image
 
@@ -160,6 +177,8 @@ def make_record(photo: Path, source: str, caption: str, config: BuildConfig, emb
         raise Rejected("unreadable", str(error)) from error
     if min(image.size) < config.min_side:
         raise Rejected("low_resolution", f"{image.width}x{image.height} is below {config.min_side} px")
+    fingerprint = image_hash(image)
+    check_repeats(fingerprint, kept_hashes or {}, config.duplicate_bits)
     image = downscale(image, config.max_side)
     faces = perception.detect_faces(image)
     if not faces:
@@ -191,7 +210,7 @@ def make_record(photo: Path, source: str, caption: str, config: BuildConfig, emb
         face_kps5=face.kps5.astype(np.float64),
         embedding=np.asarray(embedder.embed(image, face), dtype=np.float32),
         embedder=embedder.name,
-        extra={"sharpness": round(clarity, 2), "face_score": round(float(face.score), 4)},
+        extra={"sharpness": round(clarity, 2), "face_score": round(float(face.score), 4), "image_hash": fingerprint},
     )
 
 
@@ -204,8 +223,13 @@ class Report:
         if path.exists():
             self.items = {item["source"]: item for item in json.loads(path.read_text())["items"]}
 
-    def kept(self, source: str, key: str) -> None:
-        self.items[source] = {"source": source, "status": "kept", "key": key}
+    def kept(self, source: str, key: str, fingerprint: int | None = None) -> None:
+        self.items[source] = {"source": source, "status": "kept", "key": key, "image_hash": fingerprint}
+
+    def kept_hashes(self) -> dict[str, int]:
+        """source -> image hash of every kept photo (for the repeatability filter, across resumes)."""
+        return {source: item["image_hash"] for source, item in self.items.items()
+                if item["status"] == "kept" and item.get("image_hash") is not None}  # fmt: skip
 
     def dropped(self, source: str, code: str, reason: str) -> None:
         self.items[source] = {"source": source, "status": "dropped", "code": code, "reason": reason}
@@ -243,7 +267,9 @@ def build_dataset(
     embedder = get_face_embedder(config.embedder)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir / REPORT_NAME)
-    skip = finished_sources(out_dir) | report.dropped_sources()
+    finished = finished_sources(out_dir)
+    skip = finished | report.dropped_sources()
+    kept_hashes = {source: value for source, value in report.kept_hashes().items() if source in finished}
     with ShardWriter(out_dir, config.records_per_shard) as writer:
         for photo in photos:
             source = photo.relative_to(images_dir).as_posix()
@@ -251,13 +277,14 @@ def build_dataset(
                 continue
             try:
                 record = make_record(photo, source, caption_for(photo, source, captions, config.default_caption),
-                                     config, embedder)  # fmt: skip
+                                     config, embedder, kept_hashes)  # fmt: skip
             except Rejected as rejection:
                 report.dropped(source, rejection.code, str(rejection))
                 logger.info("dropped %s: %s", source, rejection)
                 continue
             writer.write(record)
-            report.kept(source, record.key)
+            report.kept(source, record.key, record.extra["image_hash"])
+            kept_hashes[source] = record.extra["image_hash"]
             if writer.pending == 0:  # a shard was just finished: persist progress
                 report.save(config)
     report.save(config)

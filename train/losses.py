@@ -1,9 +1,14 @@
-"""Training losses: `L_cldm` (Eq. 3), the clone face attention loss `L_cfa` (Eq. 2) and their schedule (Eq. 4).
+"""Training losses: `L_cldm` (Eq. 3), the clone face attention loss `L_cfa` (Eq. 2) and Eq. 4's clone schedule.
 
-`L_cfa = || Crop(CA, M1) * G - Crop(CA, M2) * G ||_2^2`, where CA is a ControlNet cross-attention output
-(Eq. 1: text + ID attention) of resolution >= 32x32, `M1` / `M2` the two cloned face regions (same size) and
-`G` a Gaussian window of that size. CA is captured with forward hooks on the `attn2` modules, so the attention
-processors (MGMICA) stay untouched.
+`L_cfa = || Crop(CA, M1) * G - Crop(CA, M2) * G ||_2^2`, with `M1` / `M2` the two cloned face regions (same
+size), `G` a Gaussian window of that size, on every ControlNet cross-attention layer of resolution >= 32x32.
+
+Which tensor CA is: the ID branch's contribution to each cross-attention output, `to_out(s * CrossAttn(Q, F_id))`
+(`IDAttnProcessor.contribution_sink`). The two copies carry the same face, pose and identity, so the loss asks
+the ID attention to put the same identity features on both; the text branch's part is left out because it does
+not see `F_id` (pulling it together would train the ControlNet's text attention, not identity) and, being most
+of the output, it would drown the ID signal. The squared L2 norm runs over the channels of each position of the
+window; it is averaged over the window's positions (so faces of any size weigh alike), the layers and the batch.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention
 
+from magicid.mgmica import IDAttnProcessor
 from train.clone_face import paired_windows
 
 
@@ -32,21 +37,6 @@ def diffusion_loss(model_pred: torch.Tensor, target: torch.Tensor) -> torch.Tens
 def is_clone_step(step: int, every: int = PAPER_CLONE_EVERY) -> bool:
     """Eq. 4's condition mod(iter, 10) = 0: this iteration trains on a cloned batch and adds `L_cfa`."""
     return every > 0 and step % every == 0
-
-
-def total_loss(
-    l_cldm: torch.Tensor,
-    l_cfa: torch.Tensor | None,
-    step: int,
-    weight: float = PAPER_CFA_WEIGHT,
-    every: int = PAPER_CLONE_EVERY,
-) -> torch.Tensor:
-    """Eq. 4: `L_cldm + weight * L_cfa` on clone steps, `L_cldm` otherwise."""
-    if is_clone_step(step, every):
-        if l_cfa is None:
-            raise ValueError(f"step {step} is a clone step: L_cfa is required")
-        return l_cldm + weight * l_cfa
-    return l_cldm
 
 
 def gaussian_window(height: int, width: int, sigma_fraction: float = GAUSSIAN_SIGMA_FRACTION) -> torch.Tensor:
@@ -79,13 +69,14 @@ def clone_face_attention_loss(
     m1: torch.Tensor,
     m2: torch.Tensor,
     min_resolution: int = PAPER_CFA_MIN_RESOLUTION,
-    reduction: str = "mean",
+    reduction: str = "positions",
 ) -> torch.Tensor:
     """`L_cfa` (Eq. 2), averaged over the maps of at least `min_resolution` per side and over the batch.
 
     `attention_maps`: (B, C, h, w) tensors; `m1`, `m2`: (B, 4) normalised face boxes of the two copies.
-    `reduction="mean"` divides each squared norm by its element count (scale-free across crop sizes and
-    channel widths); `"sum"` is the plain squared L2 norm of Eq. 2.
+    `reduction="positions"`: the squared L2 norm over channels, averaged over the window's positions (the
+    default, see the module docstring); `"sum"`: the squared L2 norm of the whole window; `"mean"`: averaged over
+    every element.
     """
     losses = []
     for maps in attention_maps:
@@ -95,43 +86,45 @@ def clone_face_attention_loss(
             rows, cols1, cols2 = paired_windows(m1[index], m2[index], *maps.shape[-2:])
             window = gaussian_window(rows.stop - rows.start, cols1.stop - cols1.start).to(maps.device)
             difference = (maps[index, :, rows, cols1].float() - maps[index, :, rows, cols2].float()) * window
-            squared = difference.pow(2)
-            losses.append(squared.mean() if reduction == "mean" else squared.sum())
+            losses.append(_reduce(difference.pow(2), reduction))
     if not losses:
         raise ValueError(f"no cross-attention map of {min_resolution}x{min_resolution} or more to apply L_cfa to")
     return torch.stack(losses).mean()
 
 
-class CrossAttentionRecorder:
-    """Records the outputs of every cross-attention (`attn2`) module of `model` with forward hooks.
+def _reduce(squared: torch.Tensor, reduction: str) -> torch.Tensor:
+    """(C, h, w) squared differences -> one number (see `clone_face_attention_loss`)."""
+    if reduction == "positions":
+        return squared.sum(dim=0).mean()
+    if reduction == "sum":
+        return squared.sum()
+    if reduction == "mean":
+        return squared.mean()
+    raise ValueError(f"reduction must be positions, sum or mean, got {reduction!r}")
 
-    Use as a context manager around one forward pass; `maps(aspect)` then returns them as (B, C, h, w).
-    Hooks add nothing to the graph, so gradients flow from `L_cfa` into the recorded outputs.
+
+class IDContributionRecorder:
+    """Records the ID branch's contribution to every cross-attention output of `model` (its `IDAttnProcessor`s).
+
+    Use as a context manager around one forward pass; `maps(aspect)` then returns them as (B, C, h, w), in the
+    order the layers ran, with their gradients.
     """
 
     def __init__(self, model: torch.nn.Module):
-        self.modules = [
-            module
-            for name, module in model.named_modules()
-            if name.endswith("attn2") and isinstance(module, Attention)
-        ]
-        if not self.modules:
-            raise ValueError(f"{type(model).__name__} has no cross-attention (attn2) modules to record")
+        self.processors = [p for p in model.attn_processors.values() if isinstance(p, IDAttnProcessor)]
+        if not self.processors:
+            raise ValueError(f"{type(model).__name__} has no ID cross-attention to record: install_id_attention first")
         self.outputs: list[torch.Tensor] = []
-        self._handles = []
 
-    def __enter__(self) -> CrossAttentionRecorder:
+    def __enter__(self) -> IDContributionRecorder:
         self.outputs = []
-        self._handles = [module.register_forward_hook(self._record) for module in self.modules]
+        for processor in self.processors:
+            processor.contribution_sink = self.outputs
         return self
 
     def __exit__(self, *exc_info) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def _record(self, module, inputs, output) -> None:
-        self.outputs.append(output[0] if isinstance(output, tuple) else output)
+        for processor in self.processors:
+            processor.contribution_sink = None
 
     def maps(self, aspect: float = 1.0) -> list[torch.Tensor]:
         return [as_spatial(output, aspect) for output in self.outputs]

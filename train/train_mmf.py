@@ -5,7 +5,17 @@
 The UNet, VAE, text and CLIP-vision encoders are frozen. Trained: ONE module (`MMFModel`) holding the ControlNet
 (initialised from the UNet, with ID cross-attention, Eq. 1) and the ID resampler, so DDP / FSDP / DeepSpeed from
 `accelerate config` wrap a single model. Loss: Eq. 3, plus `lambda * L_cfa` on Clone Face Tuning batches every
-`clone_every` iterations (Eq. 2, 4). Stages pick the condition image: landmarks, then skeleton, then all.
+`clone_every` iterations of the final stage (Eq. 2, 4; the paper's implementation details). Stages pick the
+condition image: landmarks, then skeleton, then all.
+
+ID dropout: in `id_drop_prob` of the samples `F_id` is replaced by zero tokens, whose ID attention contributes
+exactly nothing (zero keys and values), as IP-Adapter drops its image embedding. At inference the unconditional
+CFG branch gets the same zero tokens (`MagicIDPipeline`), so that branch is an input the model was trained on:
+the text-and-pose-only ControlNet.
+
+Progress is measured by `L_cldm` on one fixed batch with fixed noise, timesteps and condition (`fixed_batch_loss`),
+at the start, at every validation step and at the end (`logs/eval.jsonl`, `TrainResult.eval_losses`): unlike the
+training loss, whose timesteps are random, it falls only when the model learns.
 
 Output folder: `checkpoints/checkpoint-N/` (accelerate state, safetensors, plus `magicid/` loadable by the
 `magicid` profile), `validation/step-N.png`, `logs/losses.jsonl`, `config.json`, and `final/` (the weights for
@@ -39,7 +49,7 @@ from train.clone_face import clone_batch
 from train.configs import MMFConfig, load_config
 from train.dataset import MMFDataset, condition_images
 from train.idzoom import iter_shard, shard_paths
-from train.losses import CrossAttentionRecorder, clone_face_attention_loss, diffusion_loss, is_clone_step
+from train.losses import IDContributionRecorder, clone_face_attention_loss, diffusion_loss
 
 
 logger = logging.getLogger(__name__)
@@ -61,9 +71,13 @@ class MMFModel(torch.nn.Module):
         face_embeds: torch.Tensor,
         clip_embeds: torch.Tensor,
         condition: torch.Tensor,
+        id_keep: torch.Tensor | None = None,
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """ControlNet residuals (down, mid) for the UNet, with `F_id` in the ControlNet's cross-attention."""
+        """ControlNet residuals (down, mid) for the UNet, with `F_id` in the ControlNet's cross-attention;
+        `id_keep` (B,) bool: False drops that sample's `F_id` (zero tokens)."""
         id_tokens = self.resampler(face_embeds, clip_embeds)  # (B, T, D)
+        if id_keep is not None:
+            id_tokens = id_tokens * id_keep.to(id_tokens.device, id_tokens.dtype).view(-1, 1, 1)
         return self.controlnet(
             noisy_latents,
             timesteps,
@@ -177,14 +191,14 @@ def training_step(
     batch: dict,
     step: int,
     config: MMFConfig,
-    recorder: CrossAttentionRecorder,
+    recorder: IDContributionRecorder,
     accelerator: Accelerator,
     weight_dtype: torch.dtype,
     generator: torch.Generator,
 ) -> dict[str, torch.Tensor]:
     """Eq. 4 for one batch: on clone steps the batch is cloned side by side and `L_cfa` is added."""
     condition = condition_images(batch, config.stage_at(step).condition, generator)
-    clone = is_clone_step(step, config.clone_every)
+    clone = config.is_clone_step(step)
     if clone:
         (batch["pixel_values"], condition), regions = clone_batch(
             [batch["pixel_values"], condition], batch["face_box"]
@@ -195,9 +209,10 @@ def training_step(
     timesteps = torch.randint(0, frozen.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                               generator=generator).to(latents.device)  # fmt: skip
     noisy = frozen.noise_scheduler.add_noise(latents, noise, timesteps)
+    id_keep = torch.rand(latents.shape[0], generator=generator) >= config.id_drop_prob
     with recorder if clone else nullcontext():
         down, mid = model(noisy, timesteps, encoded["text"], batch["face_embeds"].to(accelerator.device),
-                          encoded["clip"], condition.to(accelerator.device, weight_dtype))  # fmt: skip
+                          encoded["clip"], condition.to(accelerator.device, weight_dtype), id_keep)  # fmt: skip
     model_pred = frozen.unet(
         noisy.to(weight_dtype), timesteps, encoder_hidden_states=encoded["text"],
         down_block_additional_residuals=[sample.to(weight_dtype) for sample in down],
@@ -219,6 +234,38 @@ def _target(frozen: FrozenModels, latents, noise, timesteps) -> torch.Tensor:
     if frozen.noise_scheduler.config.prediction_type == "v_prediction":
         return frozen.noise_scheduler.get_velocity(latents, noise, timesteps)
     return noise
+
+
+@torch.no_grad()
+def fixed_batch_loss(model: torch.nn.Module, frozen: FrozenModels, batch: dict, config: MMFConfig,
+                     accelerator: Accelerator, weight_dtype: torch.dtype) -> float:  # fmt: skip
+    """`L_cldm` of `batch` at fixed noise, evenly spread timesteps and the `all` condition (no ID dropout, no
+    clone), leaving torch's RNG as it was: comparable from step to step and between runs."""
+    with rng_untouched(accelerator):
+        torch.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        condition = condition_images(batch, "all", generator)
+        encoded = encode_batch(frozen, batch, weight_dtype, accelerator.device)
+        latents = encoded["latents"]
+        noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+        count = frozen.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.linspace(count * 0.05, count * 0.95, latents.shape[0]).long().to(latents.device)
+        noisy = frozen.noise_scheduler.add_noise(latents, noise, timesteps)
+        down, mid = model(noisy, timesteps, encoded["text"], batch["face_embeds"].to(accelerator.device),
+                          encoded["clip"], condition.to(accelerator.device, weight_dtype))  # fmt: skip
+        prediction = frozen.unet(
+            noisy.to(weight_dtype), timesteps, encoder_hidden_states=encoded["text"],
+            down_block_additional_residuals=[sample.to(weight_dtype) for sample in down],
+            mid_block_additional_residual=mid.to(weight_dtype), return_dict=False,
+        )[0]  # fmt: skip
+        return diffusion_loss(prediction, _target(frozen, latents, noise, timesteps)).item()
+
+
+def evaluation_batch(config: MMFConfig, data_dir: Path, frozen: FrozenModels) -> dict:
+    """The first records of the data, in order, with their captions: the same batch on every process and run."""
+    dataset = MMFDataset(data_dir, config.resolution, frozen.tokenizer, frozen.feature_extractor, null_text_prob=0.0,
+                         seed=config.seed, shuffle_buffer=1)  # fmt: skip
+    return next(iter(DataLoader(dataset, batch_size=config.train_batch_size, num_workers=0)))
 
 
 def make_accelerator(config: MMFConfig, out_dir: Path) -> Accelerator:
@@ -367,6 +414,7 @@ class TrainResult:
     global_step: int
     losses: list[dict]  # one entry per optimisation step of the main process
     final_dir: Path | None
+    eval_losses: dict[int, float] = field(default_factory=dict)  # step -> `fixed_batch_loss`
 
 
 @dataclass
@@ -383,6 +431,17 @@ class _Run:
     meta: dict
     rebuild: Callable[[], MMFModel]  # a fresh model to gather sharded weights into
     stream: StreamState | None = None
+    eval_batch: dict | None = None
+    eval_losses: dict[int, float] = field(default_factory=dict)
+
+    def evaluate(self, step: int) -> None:
+        """Record `fixed_batch_loss` at `step` (every process computes it; the main process logs it)."""
+        loss = fixed_batch_loss(self.model, self.frozen, self.eval_batch, self.config, self.accelerator,
+                                weight_dtype_of(self.accelerator))  # fmt: skip
+        self.eval_losses[step] = loss
+        if self.accelerator.is_main_process:
+            with (self.out_dir / "logs" / "eval.jsonl").open("a") as log:
+                log.write(json.dumps({"step": step, "l_cldm_fixed_batch": loss}) + "\n")
 
 
 def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_steps: int | None = None,
@@ -398,7 +457,7 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
     weight_dtype = weight_dtype_of(accelerator)
     if config.gradient_checkpointing:
         model.controlnet.enable_gradient_checkpointing()
-    recorder = CrossAttentionRecorder(model.controlnet)
+    recorder = IDContributionRecorder(model.controlnet)
     optimizer = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
         betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon, weight_decay=config.weight_decay,
@@ -415,6 +474,10 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
     if accelerator.is_main_process:
         (out_dir / "logs").mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    with rng_untouched(accelerator):  # a dataloader draws its seed from torch's RNG
+        run.eval_batch = evaluation_batch(config, data_dir, frozen)
+    if global_step == 0:
+        run.evaluate(0)
     consumers = stream_consumers(config, accelerator)
     losses = []
     while global_step < run.total_steps:
@@ -493,6 +556,8 @@ def _after_step(run: _Run, step: int, entry: dict) -> None:
     if checkpoint or validate:
         with rng_untouched(accelerator):
             _export_and_validate(run, step, path, validate)
+    if validate:
+        run.evaluate(step)
 
 
 def _export_and_validate(run: _Run, step: int, checkpoint: Path | None, validate: bool) -> None:
@@ -515,7 +580,7 @@ def _finish(run: _Run, step: int, losses: list[dict]) -> TrainResult:
         export_weights(final_dir, trained, run.config, {**run.meta, "global_step": step})
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(global_step=step, losses=losses, final_dir=final_dir)
+    return TrainResult(global_step=step, losses=losses, final_dir=final_dir, eval_losses=dict(run.eval_losses))
 
 
 @torch.no_grad()

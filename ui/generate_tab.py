@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from magicid.config import PAPER_GUIDANCE, PAPER_SMALL_FACE_PX, PAPER_STEPS, GenerationConfig, Limits
+from ui.events import PRIVATE
 from ui.handlers import (
     DIIR_MODES,
     MAX_SEED,
@@ -17,7 +18,6 @@ from ui.handlers import (
     IdentityCard,
     user_errors,
 )
-from ui.events import PRIVATE
 from ui.layout_editor import LayoutEditor, LayoutFns, connect_names, create_layout_editor
 from ui.presets import STYLE_PRESETS, parse_size
 

@@ -10,9 +10,9 @@ import re
 import urllib.request
 
 import pytest
-from serving import serve
 from PIL import Image
 from playwright.sync_api import Page, expect
+from serving import serve
 
 
 GENERATE_TIMEOUT_MS = 240_000

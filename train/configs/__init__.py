@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from magicid.errors import TrainingDataError
+from train.losses import is_clone_step
 
 
 CONDITIONS = ("landmarks", "skeleton", "all")
@@ -51,10 +52,11 @@ class MMFConfig:
     mixed_precision: str = "fp16"  # "no", "fp16" or "bf16"
     gradient_checkpointing: bool = False
     stages: list[Stage] = field(default_factory=paper_stages)
-    clone_every: int = 10  # Eq. 4: Clone Face Tuning and L_cfa when mod(iter, 10) = 0
+    clone_every: int = 10  # Eq. 4: Clone Face Tuning and L_cfa when mod(iter, 10) = 0, in the final stage
     cfa_weight: float = 0.2  # Eq. 4's lambda
     cfa_min_resolution: int = 32  # cross-attention maps of at least this many cells per side enter L_cfa
     null_text_prob: float = 0.1
+    id_drop_prob: float = 0.05  # F_id replaced by zero tokens, as the unconditional CFG branch gets (see train_mmf)
     num_id_tokens: int = 4
     seed: int = 0
     dataloader_num_workers: int = 2
@@ -80,6 +82,11 @@ class MMFConfig:
             if step < end:
                 return stage
         return self.stages[-1]
+
+    def is_clone_step(self, step: int) -> bool:
+        """Clone Face Tuning with `L_cfa` (Eq. 4) at this iteration: every `clone_every` in the final stage."""
+        final_stage_start = sum(stage.steps for stage in self.stages[:-1])
+        return step >= final_stage_start and is_clone_step(step, self.clone_every)
 
     def to_dict(self) -> dict:
         return asdict(self)
