@@ -137,6 +137,12 @@ MUTANTS: list[Mutant] = [
     _m("idzoom_no_repeat_filter", "train/build_dataset.py",
        "    check_repeats(fingerprint, kept_hashes or {}, config.duplicate_bits)\n", "    pass\n",
        DATA_TESTS, "IDZoom's repeatability (near-duplicate) filter off"),
+    _m("idzoom_min_side_per_source_ignored", "train/build_dataset.py",
+       "    min_side = config.min_side_for(source)\n", "    min_side = config.min_side\n",
+       DATA_TESTS, "min_side_by_source ignored"),
+    _m("landmark_only_records_shown_a_blank_skeleton", "train/dataset.py",
+       "return torch.where(has_skeleton, skeleton, landmarks)", "return skeleton",
+       DATA_TESTS + TRAIN_TESTS, "landmark-only records get their blank skeleton in the skeleton stage"),
     # --- hub ---
     _m("hub_plusv2_shortcut_off", "magicid/profiles.py",
        'shortcut="v2" in config.ip_adapter_weight.lower()', "shortcut=False",

@@ -81,7 +81,7 @@ def test_filters_drop_with_reasons(built):
         "source": "portraits/resaved.jpg", "status": "dropped", "code": "duplicate",
         "reason": "near-duplicate of portraits/obama.jpg"}  # fmt: skip
     assert all(item["reason"] for item in reasons.values())
-    assert summary == {"kept": 3, "dropped": 6, "dropped_by_reason": report["dropped_by_reason"]}
+    assert summary == {"kept": 3, "landmark_only": 0, "dropped": 6, "dropped_by_reason": report["dropped_by_reason"]}
 
 
 def test_shards_stream_and_split_between_consumers(built):
@@ -142,9 +142,52 @@ def rejection(photo: Path, embedder, config: BuildConfig | None = None):
     return rejected.value
 
 
-def test_a_close_up_without_both_shoulders_is_dropped_for_its_skeleton(testdata, embedder):
-    dropped = rejection(testdata / "portraits" / "barack_obama" / "3.jpg", embedder)
+CLOSE_UP = "portraits/barack_obama/3.jpg"  # no shoulders in the frame
+
+
+def test_a_close_up_without_shoulders_becomes_a_landmark_only_record(testdata, embedder):
+    from train.build_dataset import make_record
+
+    record = make_record(testdata / CLOSE_UP, "close_up.jpg", "a man", BuildConfig(embedder="dlib"), embedder)
+    assert record.extra["conditions"] == "landmarks" and not record.keypoints.any()
+    assert np.asarray(record.skeleton).max() == 0 and np.asarray(record.landmarks_image).max() > 0
+    dropped = rejection(testdata / CLOSE_UP, embedder, BuildConfig(embedder="dlib", keep_landmark_only=False))
     assert dropped.code == "skeleton" and "shoulder" in str(dropped)
+
+
+def test_landmark_only_records_show_their_landmarks_in_every_stage(testdata, embedder):
+    import torch
+    from transformers import CLIPImageProcessor
+
+    from magicid.tiny import tiny_tokenizer
+    from train.build_dataset import make_record
+    from train.dataset import condition_images, training_example
+
+    config = BuildConfig(embedder="dlib")
+    records = [make_record(testdata / path, path, "a person", config, embedder)
+               for path in (CLOSE_UP, "portraits/barack_obama/1.jpg")]  # fmt: skip
+    examples = [training_example(record, 64, tiny_tokenizer(), CLIPImageProcessor(), False) for record in records]
+    batch = {key: torch.stack([example[key] for example in examples]) for key in examples[0]}
+    assert batch["has_skeleton"].tolist() == [False, True]
+    generator = torch.Generator().manual_seed(0)
+    for condition in ("landmarks", "skeleton", "all"):
+        assert torch.equal(condition_images(batch, condition, generator)[0], batch["landmarks"][0])
+    assert torch.equal(condition_images(batch, "skeleton", generator)[1], batch["skeleton"][1])
+
+
+def test_min_side_can_be_set_per_source(testdata, embedder, tmp_path):
+    from train.build_dataset import parse_args
+
+    small = tmp_path / "small.jpg"
+    Image.open(testdata / "portraits" / "barack_obama" / "1.jpg").convert("RGB").resize((200, 250)).save(small)
+    config = BuildConfig(embedder="dlib", min_side=256, min_side_by_source={"celeba/": 128, "celeba/hq/": 512})
+    assert (config.min_side_for("celeba/a.jpg"), config.min_side_for("celeba/hq/a.jpg"), config.min_side_for("x.jpg")) == (128, 512, 256)
+    assert rejection(small, embedder, config).code == "low_resolution"  # "small.jpg" is under no prefix
+    from train.build_dataset import make_record
+
+    assert make_record(small, "celeba/small.jpg", "a man", config, embedder).image.size == (200, 250)
+    args = parse_args(["--images", "in", "--out", "out", "--min-side-for", "celeba/=128", "--no-keep-landmark-only"])
+    assert args.min_side_by_source == {"celeba/": 128} and args.keep_landmark_only is False
 
 
 @pytest.mark.parametrize(("shift", "keep", "message"), [(0.0, 30, "only 30 face landmarks"), (3.0, None, "off the face")])

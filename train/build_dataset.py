@@ -18,7 +18,7 @@ import logging
 import re
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -43,6 +43,7 @@ class BuildConfig:
     """Data engine settings (filters and storage)."""
 
     min_side: int = 256  # shorter image side, px
+    min_side_by_source: dict[str, int] = field(default_factory=dict)  # source path prefix -> min_side, e.g. {"celeba/": 128}
     min_face_px: int = 24  # face box side, px (full-body shots keep faces of ~30 px)
     blur_threshold: float = 20.0  # variance of the Laplacian of the face at 128 px; below: blurry
     min_landmarks: int = 68
@@ -54,6 +55,12 @@ class BuildConfig:
     default_caption: str = "a photo of a person"
     mask_blur_px: int = 7
     duplicate_bits: int = 6  # photos whose 64-bit difference hashes differ in at most this many bits are one photo
+    keep_landmark_only: bool = True  # a face without a usable skeleton (a close-up) is kept for the landmark condition
+
+    def min_side_for(self, source: str) -> int:
+        """`min_side` of the longest `min_side_by_source` prefix `source` starts with, else `min_side`."""
+        prefixes = [prefix for prefix in self.min_side_by_source if source.startswith(prefix)]
+        return self.min_side_by_source[max(prefixes, key=len)] if prefixes else self.min_side
 
 
 class Rejected(Exception):
@@ -175,8 +182,9 @@ def make_record(photo: Path, source: str, caption: str, config: BuildConfig, emb
         image = load_image(photo)
     except MagicIDError as error:
         raise Rejected("unreadable", str(error)) from error
-    if min(image.size) < config.min_side:
-        raise Rejected("low_resolution", f"{image.width}x{image.height} is below {config.min_side} px")
+    min_side = config.min_side_for(source)
+    if min(image.size) < min_side:
+        raise Rejected("low_resolution", f"{image.width}x{image.height} is below {min_side} px")
     fingerprint = image_hash(image)
     check_repeats(fingerprint, kept_hashes or {}, config.duplicate_bits)
     image = downscale(image, config.max_side)
@@ -192,7 +200,12 @@ def make_record(photo: Path, source: str, caption: str, config: BuildConfig, emb
     if clarity < config.blur_threshold:
         raise Rejected("blurry", f"blurry face (variance of Laplacian {clarity:.1f} < {config.blur_threshold})")
     pose = pose_of_face(perception.detect_poses(image, faces=[face]), face.box, image.size)
-    check_skeleton(pose)
+    try:
+        check_skeleton(pose)
+    except Rejected:
+        if not config.keep_landmark_only:
+            raise
+        pose = None  # a landmark-only record: it shows its landmarks in every stage (`train.dataset`)
     landmarks = perception.face_landmarks(image, face)
     check_landmarks(landmarks, face.box, config)
     return IDZoomRecord(
@@ -200,8 +213,8 @@ def make_record(photo: Path, source: str, caption: str, config: BuildConfig, emb
         source=source,
         caption=caption,
         image=image,
-        skeleton=perception.draw_openpose([pose], *image.size),
-        keypoints=pose.astype(np.float32),
+        skeleton=perception.draw_openpose([] if pose is None else [pose], *image.size),
+        keypoints=np.zeros((18, 3), np.float32) if pose is None else pose.astype(np.float32),
         face=perception.align_face(image, face, config.face_crop_px),
         landmarks_image=perception.draw_face_landmarks([landmarks], *image.size),
         landmarks=landmarks.astype(np.float32),
@@ -210,7 +223,8 @@ def make_record(photo: Path, source: str, caption: str, config: BuildConfig, emb
         face_kps5=face.kps5.astype(np.float64),
         embedding=np.asarray(embedder.embed(image, face), dtype=np.float32),
         embedder=embedder.name,
-        extra={"sharpness": round(clarity, 2), "face_score": round(float(face.score), 4), "image_hash": fingerprint},
+        extra={"sharpness": round(clarity, 2), "face_score": round(float(face.score), 4), "image_hash": fingerprint,
+               "conditions": "landmarks" if pose is None else "all"},  # fmt: skip
     )
 
 
@@ -223,8 +237,9 @@ class Report:
         if path.exists():
             self.items = {item["source"]: item for item in json.loads(path.read_text())["items"]}
 
-    def kept(self, source: str, key: str, fingerprint: int | None = None) -> None:
-        self.items[source] = {"source": source, "status": "kept", "key": key, "image_hash": fingerprint}
+    def kept(self, source: str, key: str, fingerprint: int | None = None, conditions: str = "all") -> None:
+        self.items[source] = {"source": source, "status": "kept", "key": key, "image_hash": fingerprint,
+                              "conditions": conditions}  # fmt: skip
 
     def kept_hashes(self) -> dict[str, int]:
         """source -> image hash of every kept photo (for the repeatability filter, across resumes)."""
@@ -240,7 +255,9 @@ class Report:
     def summary(self) -> dict:
         statuses = Counter(item["status"] for item in self.items.values())
         codes = Counter(item["code"] for item in self.items.values() if item["status"] == "dropped")
-        return {"kept": statuses["kept"], "dropped": statuses["dropped"], "dropped_by_reason": dict(codes)}
+        landmark_only = sum(item.get("conditions") == "landmarks" for item in self.items.values())
+        return {"kept": statuses["kept"], "landmark_only": landmark_only, "dropped": statuses["dropped"],
+                "dropped_by_reason": dict(codes)}  # fmt: skip
 
     def save(self, config: BuildConfig) -> None:
         data = {**self.summary(), "config": asdict(config), "items": sorted(self.items.values(), key=_by_source)}
@@ -283,7 +300,7 @@ def build_dataset(
                 logger.info("dropped %s: %s", source, rejection)
                 continue
             writer.write(record)
-            report.kept(source, record.key, record.extra["image_hash"])
+            report.kept(source, record.key, record.extra["image_hash"], record.extra["conditions"])
             kept_hashes[source] = record.extra["image_hash"]
             if writer.pending == 0:  # a shard was just finished: persist progress
                 report.save(config)
@@ -298,8 +315,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--captions", type=Path, default=None, help="JSONL sidecar (default: IMAGES/captions.jsonl)")
     for spec in fields(BuildConfig):
         flag = "--" + spec.name.replace("_", "-")
-        parser.add_argument(flag, type=type(spec.default), default=spec.default, help=f"default: {spec.default}")
-    return parser.parse_args(argv)
+        if spec.name == "min_side_by_source":
+            parser.add_argument("--min-side-for", dest=spec.name, action="append", type=_prefix_side, default=[],
+                                metavar="PREFIX=PX", help="min_side for sources under PREFIX (repeatable)")  # fmt: skip
+        elif isinstance(spec.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=spec.default)
+        else:
+            parser.add_argument(flag, type=type(spec.default), default=spec.default, help=f"default: {spec.default}")
+    args = parser.parse_args(argv)
+    args.min_side_by_source = dict(args.min_side_by_source)
+    return args
+
+
+def _prefix_side(text: str) -> tuple[str, int]:
+    prefix, _, side = text.rpartition("=")
+    if not prefix or not side.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: use PREFIX=PX, e.g. celeba/=128")
+    return prefix, int(side)
 
 
 def main(argv: list[str] | None = None) -> int:

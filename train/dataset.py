@@ -72,6 +72,7 @@ def training_example(
         "face_embeds": torch.from_numpy(np.asarray(record.embedding, dtype=np.float32)),
         "clip_pixel_values": feature_extractor(images=record.face, return_tensors="pt").pixel_values[0],
         "input_ids": tokens.input_ids[0],
+        "has_skeleton": torch.tensor(bool(np.asarray(record.keypoints)[:, 2].max() > 0)),
     }
 
 
@@ -155,12 +156,15 @@ def shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator:
 
 def condition_images(batch: dict[str, torch.Tensor], condition: str, generator: torch.Generator) -> torch.Tensor:
     """The ControlNet's condition image for a stage: landmarks, skeleton, or (`all`) per sample one of
-    landmarks / skeleton / both drawn together, so the model learns every mode it is used in."""
+    landmarks / skeleton / both drawn together, so the model learns every mode it is used in. Landmark-only records
+    (face close-ups with no usable skeleton, `has_skeleton` False) show their landmarks in every stage."""
     skeleton, landmarks = batch["skeleton"], batch["landmarks"]
     if condition == "landmarks":
         return landmarks
+    has_skeleton = batch.get("has_skeleton", torch.ones(skeleton.shape[0], dtype=torch.bool)).view(-1, 1, 1, 1)
     if condition == "skeleton":
-        return skeleton
+        return torch.where(has_skeleton, skeleton, landmarks)
     choice = torch.randint(0, 3, (skeleton.shape[0],), generator=generator).view(-1, 1, 1, 1)
+    choice = torch.where(has_skeleton, choice, torch.zeros_like(choice))
     both = torch.maximum(skeleton, landmarks)
     return torch.where(choice == 0, landmarks, torch.where(choice == 1, skeleton, both))
