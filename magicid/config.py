@@ -68,7 +68,7 @@ class ProfileConfig:
     ip_adapter_weight: str = "ip-adapter-faceid-plusv2_sd15.bin"
     image_encoder: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
     magicid_weights: str | None = None  # local folder or hub repo written by train/
-    insightface_root: str | None = None  # folder holding models/antelopev2 or models/buffalo_l
+    insightface_root: str | None = None  # folder holding models/buffalo_l (preferred: IP-Adapter-FaceID used it) or models/antelopev2
     device: str | None = None  # None: cuda if available, else cpu
     dtype: str | None = None  # None: float16 on cuda, float32 on cpu
 

@@ -37,7 +37,13 @@ class MagicIDPipelineOutput(BaseOutput):
 
 
 class MagicIDPipeline(StableDiffusionControlNetPipeline):
-    """Prompt + pose/landmark condition + `F_id` of N identities (optionally masked per face region) -> images."""
+    """Prompt + pose/landmark condition + `F_id` of N identities (optionally masked per face region) -> images.
+
+    `landmark_controlnet` (optional): a separate face-landmark ControlNet that DIIR uses instead of `controlnet`
+    (the hub profile's). It is a registered component, so `to(device, dtype)` moves it with the rest.
+    """
+
+    _optional_components = [*StableDiffusionControlNetPipeline._optional_components, "landmark_controlnet"]
 
     def __init__(
         self,
@@ -52,11 +58,13 @@ class MagicIDPipeline(StableDiffusionControlNetPipeline):
         image_encoder=None,
         requires_safety_checker: bool = False,
         id_mode: str = "controlnet",
+        landmark_controlnet=None,
     ):
         super().__init__(
             vae, text_encoder, tokenizer, unet, controlnet, scheduler, safety_checker, feature_extractor,
             image_encoder, requires_safety_checker,
         )
+        self.register_modules(landmark_controlnet=landmark_controlnet)
         if id_mode not in ID_MODES:
             raise ValueError(f"id_mode must be one of {ID_MODES}, got {id_mode!r}")
         self.register_to_config(id_mode=id_mode)

@@ -198,11 +198,9 @@ def _load_hub(config: ProfileConfig, embedder: FaceEmbedder | None):
     fetcher.raise_if_missing()
     pipe = MagicIDPipeline(
         **components, controlnet=controlnet, image_encoder=image_encoder,
-        feature_extractor=CLIPImageProcessor(), id_mode="unet",
+        feature_extractor=CLIPImageProcessor(), id_mode="unet", landmark_controlnet=landmark_controlnet,
     )
     pipe.load_ip_adapter(str(adapter_file.parent), subfolder="", weight_name=adapter_file.name, image_encoder_folder=None)
-    # Not a registered module (the pipeline's signature has one ControlNet); DIIR swaps it in while restoring.
-    pipe.landmark_controlnet = landmark_controlnet.to(pipe.device, pipe.controlnet.dtype)
     resampler = adopt_faceid_plus(pipe, shortcut="v2" in config.ip_adapter_weight.lower())
     embedder = embedder or get_face_embedder("arcface")
     _check_embedder(embedder, resampler, "the IP-Adapter FaceID weights")
@@ -261,9 +259,12 @@ def _load_base_model(config: ProfileConfig, local: bool, fetcher: Fetcher) -> di
 
 
 def _ddim(repo: str, local: bool) -> DDIMScheduler:
-    """The paper samples with DDIM; use the checkpoint's schedule when it has one."""
+    """The paper samples with DDIM; use the checkpoint's noise schedule when it has one. SD1.5 checkpoints ship a
+    PNDM config, which lacks DDIM's settings, and DDIM's own defaults (clipped samples, alpha 1 at the end, no step
+    offset) are wrong for them: SD1.5's values are set explicitly."""
     try:
-        return DDIMScheduler.from_pretrained(repo, subfolder="scheduler", local_files_only=local)
+        return DDIMScheduler.from_pretrained(repo, subfolder="scheduler", local_files_only=local,
+                                             clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # fmt: skip
     except (OSError, HfHubHTTPError):
         logger.info("no scheduler config in %s; using SD1.5's", repo)
         return DDIMScheduler(**sd15_scheduler_config())
@@ -375,7 +376,7 @@ def _check_embedder(embedder: FaceEmbedder, resampler: IDResampler, what: str) -
     if embedder.dim != expected:
         raise MissingWeightsError(
             f"{what} expect {expected}-d face embeddings but the {embedder.name} embedder gives {embedder.dim}-d: "
-            "install the insightface ArcFace models (antelopev2 or buffalo_l) under MAGICID_INSIGHTFACE_ROOT"
+            "install the insightface ArcFace models (buffalo_l, which IP-Adapter-FaceID was trained on) under MAGICID_INSIGHTFACE_ROOT"
         )
 
 

@@ -159,7 +159,7 @@ def test_a_separate_landmark_controlnet_is_used_while_restoring(models):
         tokens = torch.randn(1, 4, original.config.cross_attention_dim)
         diir.restore_crops(pipe, crops, crops, np.ones((1, 64, 64), np.float32), tokens, DIIRConfig(steps=2))
     finally:
-        del pipe.landmark_controlnet
+        pipe.landmark_controlnet = None
     assert len(calls) == 2  # the denoising steps; inversion runs the UNet alone by default
     assert pipe.controlnet is original
 

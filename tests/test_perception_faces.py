@@ -161,9 +161,9 @@ def test_embedder_selection_without_arcface_files(tmp_path, monkeypatch):
     monkeypatch.setenv("MAGICID_INSIGHTFACE_ROOT", str(tmp_path))
     assert isinstance(get_face_embedder("auto"), DlibEmbedder)
     assert get_face_embedder("dlib").dim == 128
-    with pytest.raises(MissingWeightsError, match="glintr100.onnx.*w600k_r50.onnx"):
+    with pytest.raises(MissingWeightsError, match="w600k_r50.onnx.*glintr100.onnx"):  # buffalo_l first
         get_face_embedder("arcface")
-    with pytest.raises(MissingWeightsError, match=f"{tmp_path}/elsewhere/models/antelopev2/glintr100.onnx"):
+    with pytest.raises(MissingWeightsError, match=f"{tmp_path}/elsewhere/models/buffalo_l/w600k_r50.onnx"):
         get_face_embedder("arcface", root=tmp_path / "elsewhere")
 
 
@@ -252,3 +252,6 @@ def test_insightface_detector_is_found_in_its_pack(tmp_path, monkeypatch):
     (tmp_path / "models/antelopev2").mkdir(parents=True)
     (tmp_path / "models/antelopev2/scrfd_10g_bnkps.onnx").write_bytes(b"")
     assert models.find_scrfd_model() == tmp_path / "models/antelopev2/scrfd_10g_bnkps.onnx"
+    (tmp_path / "models/buffalo_l").mkdir(parents=True)
+    (tmp_path / "models/buffalo_l/det_10g.onnx").write_bytes(b"")
+    assert models.find_scrfd_model() == tmp_path / "models/buffalo_l/det_10g.onnx"  # IP-Adapter-FaceID's pack first

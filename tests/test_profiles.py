@@ -105,9 +105,26 @@ def hub_folders(tmp_path_factory, tiny_components):
     install_id_attention(unet)
     adapter = {key: torch.randn_like(value) for key, value in id_attention_state_dict(unet).items()}
     (root / "ipa").mkdir()
-    torch.save({"image_proj": to_original_faceid_plus_keys(projection), "ip_adapter": adapter},
+    torch.save({"image_proj": to_original_faceid_plus_keys(projection), "ip_adapter": {**adapter, **faceid_lora(unet)}},
                root / "ipa" / FACEID_PLUS_FILE)  # fmt: skip
     return root, projection, adapter
+
+
+LORA_RANK = 4
+
+
+def faceid_lora(unet) -> dict[str, torch.Tensor]:
+    """The LoRA tensors an IP-Adapter-FaceID file carries for every attention layer (`{index}.to_q_lora.down.weight`
+    ...), at tiny size; non-zero `up` weights, so an applied LoRA changes the output."""
+    generator = torch.Generator().manual_seed(3)
+    tensors = {}
+    for index, name in enumerate(unet.attn_processors):
+        attn = unet.get_submodule(name.removesuffix(".processor"))
+        projections = {"to_q": attn.to_q, "to_k": attn.to_k, "to_v": attn.to_v, "to_out": attn.to_out[0]}
+        for kind, linear in projections.items():
+            tensors[f"{index}.{kind}_lora.down.weight"] = torch.randn(LORA_RANK, linear.in_features, generator=generator)
+            tensors[f"{index}.{kind}_lora.up.weight"] = torch.randn(linear.out_features, LORA_RANK, generator=generator) * 0.1
+    return tensors
 
 
 def hub_config(root) -> ProfileConfig:
@@ -138,6 +155,8 @@ def test_hub_layout_loads_faceid_plusv2_weights_and_runs(hub_folders):
     assert encoder.resampler.config.shortcut is False  # "v2" only in the PlusV2 file name
     assert all(torch.equal(id_attention_state_dict(pipe.unet)[key], value) for key, value in adapter.items())
     assert any(isinstance(p, IDAttnProcessor) for p in pipe.unet.attn_processors.values())
+    assert "faceid_0" in pipe.unet.peft_config  # the file's LoRA is applied (diffusers needs PEFT for it)
+    assert pipe.unet.get_submodule("mid_block.attentions.0.transformer_blocks.0.attn1.to_q").lora_A
 
     tokens = encode(encoder, 512)
     assert tokens.shape == (1, 4, 32)
@@ -240,3 +259,54 @@ def test_a_plusv2_weight_file_turns_the_shortcut_on(hub_folders, monkeypatch):
     for weight in (plus_v2, FACEID_PLUS_FILE):
         load_profile(dataclasses.replace(hub_config(root), ip_adapter_weight=weight), FakeEmbedder(512))
     assert chosen == [True, False]
+
+
+@pytest.fixture(scope="module")
+def magicid_folder(tmp_path_factory, tiny_components):
+    folder = tmp_path_factory.mktemp("magicid-weights")
+    pipe = build_tiny_pipeline(tiny_components)
+    save_magicid_weights(folder, pipe.controlnet, IDResampler.tiny(id_embeddings_dim=512),
+                         {"base_model": "tiny", "image_encoder": "tiny", "face_embedder": "fake"})  # fmt: skip
+    return folder
+
+
+@pytest.mark.parametrize("name", ["tiny", "hub", "magicid"])
+def test_every_profile_generates_and_restores_in_bfloat16(name, hub_folders, magicid_folder):
+    """bfloat16 on the CPU takes the code path of float16 on CUDA: every model must move with the pipeline, and
+    every tensor fed to them must follow (the hub profile's landmark ControlNet once stayed behind)."""
+    import dataclasses
+
+    import numpy as np
+
+    from magicid import diir
+    from magicid.config import DIIRConfig
+    from magicid.identity import Identity
+
+    configs = {"tiny": ProfileConfig(name="tiny"), "hub": hub_config(hub_folders[0]),
+               "magicid": ProfileConfig(name="magicid", magicid_weights=str(magicid_folder))}  # fmt: skip
+    pipe, encoder = load_profile(dataclasses.replace(configs[name], dtype="bfloat16"), FakeEmbedder(512))
+    modules = [module for module in pipe.components.values() if isinstance(module, torch.nn.Module)]
+    modules += [encoder.resampler, encoder.image_encoder]
+    assert {module.dtype for module in modules} == {torch.bfloat16}
+    assert (pipe.landmark_controlnet is not None) == (name == "hub")
+    embedding = np.ones(512, np.float32) / 512**0.5
+    person = Identity("A", embedding, [Image.new("RGB", (224, 224), "gray")], Image.new("RGB", (128, 128)))
+    tokens = encoder.id_tokens([person])
+    assert np.isfinite(run_once(pipe, tokens)).all()
+    crops = [Image.new("RGB", (64, 64), (150, 110, 90))]
+    restored = diir.restore_crops(pipe, crops, crops, np.ones((1, 64, 64), np.float32), tokens, DIIRConfig(steps=2))
+    assert restored[0].size == (64, 64)
+
+
+def test_ddim_from_a_pndm_scheduler_config_takes_sd15_settings(tmp_path):
+    """SD1.5 checkpoints (Realistic Vision included) ship a PNDM scheduler config without DDIM's keys."""
+    from diffusers import PNDMScheduler
+
+    from magicid.profiles import _ddim
+
+    PNDMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, skip_prk_steps=True).save_pretrained(
+        tmp_path / "scheduler"
+    )
+    scheduler = _ddim(str(tmp_path), local=True)
+    assert (scheduler.config.clip_sample, scheduler.config.set_alpha_to_one, scheduler.config.steps_offset) == (False, False, 1)
+    assert scheduler.config.beta_schedule == "scaled_linear"

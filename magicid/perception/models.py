@@ -21,10 +21,11 @@ DLIB_LOCK = threading.Lock()
 ONNX_LOCK = threading.Lock()
 
 
-# insightface model packs, strongest first: (pack, detector file, recognition file)
+# insightface model packs, preferred first: (pack, detector file, recognition file). buffalo_l (w600k_r50) comes
+# first because IP-Adapter-FaceID was trained on its embeddings; antelopev2's glintr100 is another embedding space.
 INSIGHTFACE_PACKS = (
-    ("antelopev2", "scrfd_10g_bnkps.onnx", "glintr100.onnx"),
     ("buffalo_l", "det_10g.onnx", "w600k_r50.onnx"),
+    ("antelopev2", "scrfd_10g_bnkps.onnx", "glintr100.onnx"),
 )
 
 
