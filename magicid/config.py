@@ -52,6 +52,11 @@ class DIIRConfig:
     invert_with_landmarks: bool = False  # also feed the landmark ControlNet during inversion (about +35% compute)
     paste_dilate_px: int = 4  # the paste-back mask is the face mask grown by this (in image pixels), then feathered
     batch_size: int | None = None  # faces per model call; None: all faces of the image at once
+    # Matching faces to references when no assignment is given: a face is restored only as a reference it resembles
+    # at least this much (cosine; None: the embedder's same-person threshold), and each reference takes one face
+    # unless `reuse_references`. Other faces are left as they are, and the result says so.
+    min_similarity: float | None = None
+    reuse_references: bool = False
 
 
 @dataclass
@@ -176,6 +181,8 @@ def validate_diir_config(config: DIIRConfig, limits: Limits) -> None:
     check_number("ID strength", config.id_scale, 0, limits.max_strength)
     check_number("landmark strength", config.controlnet_scale, 0, limits.max_strength)
     check_number("guidance", config.guidance_scale, 0, limits.max_guidance)
+    if config.min_similarity is not None:
+        check_number("minimum similarity", config.min_similarity, -1, 1)
     if config.resolution is not None:
         check_whole("resolution", config.resolution, 64, limits.max_restore_resolution)
         if config.resolution % 8:

@@ -279,14 +279,17 @@ def restore(
     if not candidates:
         result.messages.append(f"No face smaller than {config.threshold_px} px found: the image is unchanged")
         return result
-    matches = _match_references(image, candidates, references, identity_encoder, assignment, result.messages)
+    matches = _match_references(image, candidates, references, identity_encoder, assignment, result.messages, config)
     selected = [
         (index, face, reference, similarity)
         for index, (face, (reference, similarity)) in enumerate(zip(candidates, matches))
         if reference is not None
     ]
     if not selected:
-        result.messages.append("Every face was switched off: the image is unchanged")
+        if assignment is not None:
+            result.messages.append("Every face was switched off: the image is unchanged")
+        else:
+            result.messages.append("No face resembles a reference closely enough: the image is unchanged")
         return result
     cap = (limits or Limits()).max_faces_per_restore
     if len(selected) > cap:
@@ -301,7 +304,10 @@ def restore(
     result.image = Image.fromarray(pixels)
     _measure_after(result, references, identity_encoder.embedder)
     result.debug_images = [view for face in result.faces for view in _debug_views(face)]
-    result.messages += [_face_message(face) for face in result.faces]
+    from magicid.facesim import same_person_threshold
+
+    threshold = same_person_threshold(identity_encoder.embedder)
+    result.messages += [_face_message(face, threshold) for face in result.faces]
     return result
 
 
@@ -416,8 +422,13 @@ def small_faces(image: Image.Image, threshold_px: int) -> list[Face]:
     return [face for face in detect_faces(image) if face.size < threshold_px]
 
 
-def _match_references(image, faces, references, identity_encoder, assignment, messages) -> list[tuple]:
-    """Per face: (reference index or None, similarity to it or None)."""
+def _match_references(image, faces, references, identity_encoder, assignment, messages, config=None) -> list[tuple]:
+    """Per face: (reference index or None, similarity to it or None).
+
+    With an `assignment`, that. Otherwise each face goes to the reference it resembles most, one face per reference
+    (a global assignment) unless `config.reuse_references`, and only above `config.min_similarity` (default: the
+    embedder's same-person threshold): a stranger is never restored as somebody else. Faces left alone are named
+    in `messages`."""
     if assignment is not None:
         if len(assignment) != len(faces):
             raise MagicIDError(f"{len(assignment)} assignments given for {len(faces)} faces: give one per face")
@@ -425,20 +436,35 @@ def _match_references(image, faces, references, identity_encoder, assignment, me
             if reference is not None and not 0 <= reference < len(references):
                 raise MagicIDError(f"Face assigned to reference {reference}, but only {len(references)} given")
         return [(reference, None) for reference in assignment]
+    from scipy.optimize import linear_sum_assignment
+
+    from magicid.facesim import same_person_threshold
+
+    config = config or DIIRConfig()
     embedder = identity_encoder.embedder
+    floor = same_person_threshold(embedder) if config.min_similarity is None else config.min_similarity
     embeddings = np.stack([embedder.embed(image, face) for face in faces])
     similarity = embeddings @ np.stack([reference.embedding for reference in references]).T
-    if len(references) == 1:
-        return [(0, float(row[0])) for row in similarity]
-    if len(faces) <= len(references):
-        from scipy.optimize import linear_sum_assignment
-
-        rows, columns = linear_sum_assignment(-similarity)
-        chosen = dict(zip(rows, columns))
-    else:
-        messages.append(f"{len(faces)} faces but {len(references)} references: some references are used twice")
+    if config.reuse_references:
         chosen = dict(enumerate(similarity.argmax(axis=1)))
-    return [(int(chosen[i]), float(similarity[i, chosen[i]])) for i in range(len(faces))]
+    else:
+        chosen = dict(zip(*linear_sum_assignment(-similarity)))
+    matches = []
+    for index, face in enumerate(faces):
+        reference = chosen.get(index)
+        if reference is not None and similarity[index, reference] >= floor:
+            matches.append((int(reference), float(similarity[index, reference])))
+            continue
+        matches.append((None, None))
+        best = int(similarity[index].argmax())
+        messages.append(_unmatched_message(index, face, references[best], similarity[index, best], floor))
+    return matches
+
+
+def _unmatched_message(index: int, face, closest, similarity: float, floor: float) -> str:
+    name = getattr(closest, "name", "") or "the closest reference"
+    return (f"Face {index + 1} ({round(face.size)} px) left as it is: it resembles no unused reference enough "
+            f"({name} {similarity:.2f}, needs {floor:.2f})")  # fmt: skip
 
 
 def _prepare_face(image, index, face: Face, reference, similarity, resolution, config: DIIRConfig) -> _FaceJob:
@@ -535,15 +561,30 @@ def _debug_views(face: RestoredFace) -> list[tuple[Image.Image, str]]:
     ]
 
 
+AFTER_MATCH_IOU = 0.3  # a face detected in the result counts as the restored one if it overlaps its box this much
+
+
 def _measure_after(result: RestorationResult, references, embedder) -> None:
-    """Face similarity of each restored face to its reference, in the final image."""
+    """Face similarity of each restored face to its reference, on the face detected in the final image where it was
+    (None when no face is found there: the restoration did not produce one)."""
+    from magicid.facesim import iou
+
+    detected = detect_faces(result.image)
     for face in result.faces:
-        embedding = embedder.embed(result.image, face.face)
+        overlaps = [iou(candidate.box, face.face.box) for candidate in detected]
+        if not overlaps or max(overlaps) < AFTER_MATCH_IOU:
+            face.similarity_after = None
+            continue
+        found = detected[int(np.argmax(overlaps))]
+        embedding = embedder.embed(result.image, found)
         face.similarity_after = float(np.dot(embedding, references[face.reference].embedding))
 
 
-def _face_message(face: RestoredFace) -> str:
+def _face_message(face: RestoredFace, threshold: float) -> str:
     size = round(face.face.size)
-    after = f"similarity to the reference {face.similarity_after:.2f}"
+    if face.similarity_after is None:
+        after = "no face is found there after restoration"
+    else:
+        after = f"similarity to the reference {face.similarity_after:.2f} (same person from {threshold:.2f})"
     before = "" if face.similarity_before is None else f" (before: {face.similarity_before:.2f})"
     return f"Restored face {face.index + 1} ({size} px) as {face.identity}: {after}{before}"

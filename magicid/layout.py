@@ -799,25 +799,29 @@ def _normalised_landmarks(photo: Image.Image, face) -> np.ndarray | None:
     return points / np.array(photo.size, dtype=np.float64)
 
 
+MIN_HEAD_MATCH_IOU = 0.2  # a face joins a skeleton only if it overlaps the head that skeleton implies this much
+
+
 def _attach_faces(
     poses: list[np.ndarray], faces: list, size: tuple[int, int], landmarks: list[np.ndarray | None] | None = None
 ) -> list[Person]:
-    """Give each detected face (and its normalised landmarks, if given) to the skeleton whose head it sits on;
-    a face no skeleton explains becomes a person."""
+    """Give each detected face (and its normalised landmarks, if given) to the skeleton whose head it sits on, by a
+    global assignment (the best total fit, each skeleton at most one face); a face no skeleton explains well enough
+    becomes a person of its own, with a head-and-shoulders skeleton."""
+    from scipy.optimize import linear_sum_assignment
+
     width, height = size
     landmarks = landmarks or [None] * len(faces)
     people = [Person(pose) for pose in poses]
-    estimated = [face_box_from_keypoints(pose, width, height) for pose in poses]
-    taken: set[int] = set()
-    for face, points in zip(faces, landmarks):
-        scores = [
-            _head_match(face.box, head) if head is not None and i not in taken else 0.0
-            for i, head in enumerate(estimated)
-        ]
-        best = int(np.argmax(scores)) if scores else -1
-        if best >= 0 and scores[best] > 0:
-            taken.add(best)
-            people[best].face_box, people[best].face_landmarks = face.box_norm(width, height), points
+    heads = [face_box_from_keypoints(pose, width, height) for pose in poses]
+    scores = np.array([[_head_match(face.box, head) if head is not None else 0.0 for head in heads] for face in faces])
+    matched = {}
+    if scores.size:
+        matched = {f: p for f, p in zip(*linear_sum_assignment(-scores)) if scores[f, p] >= MIN_HEAD_MATCH_IOU}
+    for index, (face, points) in enumerate(zip(faces, landmarks)):
+        if index in matched:
+            person = people[matched[index]]
+            person.face_box, person.face_landmarks = face.box_norm(width, height), points
         else:
             pose = _head_pose_from_face(face, width, height)
             people.append(Person(pose, face_box=face.box_norm(width, height), face_landmarks=points))
@@ -825,12 +829,13 @@ def _attach_faces(
 
 
 def _head_match(face_box: np.ndarray, head_box: np.ndarray) -> float:
-    """How well a detected face fits a skeleton's estimated head: 0 unless the face centre is inside that head box."""
+    """How well a detected face fits a skeleton's estimated head: their IoU, or 0 unless the face centre is inside
+    that head box."""
     centre = (face_box[:2] + face_box[2:]) / 2
     grown = head_box + np.array([-1, -1, 1, 1]) * 0.25 * (head_box[2] - head_box[0])
     if not (grown[0] <= centre[0] <= grown[2] and grown[1] <= centre[1] <= grown[3]):
         return 0.0
-    return box_iou(face_box, head_box) + 1e-3
+    return box_iou(face_box, head_box)
 
 
 def _head_pose_from_face(face, width: int, height: int) -> np.ndarray:

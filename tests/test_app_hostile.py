@@ -96,9 +96,10 @@ def test_restore_endpoint_refuses_bad_uploads_in_one_line(client, corpus, app_ur
 
 
 def test_restore_of_thirty_faces_is_capped_and_says_so(client, corpus, testdata):
-    good = handle_file(str(testdata / "portraits" / "barack_obama" / "1.jpg"))
-    _, _, messages = restore(client, handle_file(str(corpus["thirty_faces.jpg"])), [good])
-    assert "only the first 8 were" in messages
+    """Thirty copies of one face and ten references of that person: one face each, capped at 8 per request."""
+    good = [handle_file(str(testdata / "portraits" / "barack_obama" / "1.jpg")) for _ in range(10)]
+    _, _, messages = restore(client, handle_file(str(corpus["thirty_faces.jpg"])), good)
+    assert "10 faces to restore: only the first 8 were" in messages
 
 
 def test_public_endpoints_read_no_server_file(client, app_url):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from magicid.resampler import IDResampler
 
 
 FAST = DIIRConfig(steps=2, resolution=64)  # 8 x 8 latents: the algorithm, not the picture, is under test
+# the family photo's people are strangers to the references: restore them anyway, one reference for several faces
+ANY_MATCH = DIIRConfig(steps=2, resolution=64, min_similarity=-1.0, reuse_references=True)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def fullbody(testdata) -> Image.Image:
 def restored(models, references, fullbody):
     pipe, encoder = models
     calls = []
-    result = diir.restore(pipe, encoder, fullbody, references, FAST, progress=lambda done, total: calls.append(total))
+    result = diir.restore(pipe, encoder, fullbody, references, ANY_MATCH, progress=lambda done, total: calls.append(total))
     return result, calls
 
 
@@ -64,10 +67,11 @@ def test_fullbody_photo_small_faces_are_found_and_restored(restored, fullbody):
     assert len(result.faces) == 3  # the three people of the photo, all below 100 px
     assert all(face.face.size < FAST.threshold_px for face in result.faces)
     assert {face.identity for face in result.faces} <= {"Obama", "Jolie"}
-    for face in result.faces:  # similarities are measured before (matching) and after (report)
-        assert -1 <= face.similarity_before <= 1 and -1 <= face.similarity_after <= 1
-        assert f"similarity to the reference {face.similarity_after:.2f}" in result.messages[face.index + 1]
-    assert len(result.messages) == 4 and result.messages[0].startswith("3 faces but 2 references")
+    for face in result.faces:  # similarities are measured before (matching) and after (on the face found there)
+        assert -1 <= face.similarity_before <= 1
+        after = "no face is found there" if face.similarity_after is None else f"reference {face.similarity_after:.2f}"
+        assert after in result.messages[face.index]
+    assert len(result.messages) == 3
     assert progress_totals and progress_totals[-1] == len(progress_totals) == 2 * FAST.steps
     labels = [label for _, label in result.debug_images]
     for kind in ("crop", "landmarks", "face mask M_p", "before / after"):
@@ -215,6 +219,8 @@ def test_each_face_is_restored_with_the_tokens_of_its_assigned_reference(models,
 class FixedEmbedder:
     """Face embeddings by face position, to pin which reference each face resembles."""
 
+    name = "fixed"
+
     def __init__(self, by_x: dict):
         self.by_x = by_x
 
@@ -241,9 +247,40 @@ def test_the_restored_face_takes_the_original_colours(models, references, fullbo
         return [Image.fromarray(np.clip(np.asarray(crop, np.int16) + (80, -40, -40), 0, 255).astype(np.uint8)) for crop in crops]
 
     monkeypatch.setattr(diir, "restore_crops", tinted)
-    result = diir.restore(pipe, encoder, fullbody, references[:1], FAST)
+    result = diir.restore(pipe, encoder, fullbody, references[:1], ANY_MATCH)
     for face in result.faces:
         inside = np.asarray(face.parsing_mask.resize(face.before.size)) > 200
         before = np.asarray(face.before, np.float32)[inside].mean(axis=0)
         after = np.asarray(face.after, np.float32)[inside].mean(axis=0)
         assert np.abs(after - before).max() < 12
+
+
+def test_a_stranger_is_never_restored_as_a_reference(models, references, fullbody):
+    pipe, encoder = models
+    result = diir.restore(pipe, encoder, fullbody, references, FAST)
+    assert result.faces == [] and np.array_equal(np.asarray(result.image), np.asarray(fullbody))
+    assert sum("left as it is" in message for message in result.messages) == 3
+    assert result.messages[-1] == "No face resembles a reference closely enough: the image is unchanged"
+
+
+def test_two_people_and_one_reference_restore_only_that_person_s_face(models, references, testdata):
+    pipe, encoder = models
+    pair = Image.open(testdata / "group" / "obama_biden_standing.jpg").convert("RGB")
+    config = DIIRConfig(steps=2, resolution=64, threshold_px=512)  # both faces are about 200 px
+    result = diir.restore(pipe, encoder, pair, references[:1], config)
+    (face,) = result.faces
+    assert face.identity == "Obama" and face.face.box[0] < pair.width / 2  # Obama stands on the left
+    assert any("left as it is" in message and "Obama" in message for message in result.messages)
+    reused = diir.restore(pipe, encoder, pair, references[:1], dataclasses.replace(config, min_similarity=-1.0))
+    assert len(reused.faces) == 1  # still one face per reference unless reuse_references
+
+
+def test_similarity_after_is_measured_on_a_face_detected_in_the_result(models, references, fullbody, monkeypatch):
+    """A restoration that leaves no face behind is reported as such, not scored on the old box."""
+    pipe, encoder = models
+    blank = lambda pipe, crops, conditions, masks, id_tokens, config, progress=None: [  # noqa: E731
+        Image.new("RGB", crop.size, (128, 128, 128)) for crop in crops]  # fmt: skip
+    monkeypatch.setattr(diir, "restore_crops", blank)
+    result = diir.restore(pipe, encoder, fullbody, references[:1], dataclasses.replace(ANY_MATCH, paste_dilate_px=12))
+    assert result.faces and all(face.similarity_after is None for face in result.faces)
+    assert all("no face is found there after restoration" in message for message in result.messages if "Restored" in message)

@@ -420,3 +420,30 @@ def test_cli_layout_from_a_photo_and_a_one_line_error(tmp_path, testdata, capsys
 
     assert main(["layout", "--template", "standing", "--people", "9", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_faces_join_skeletons_by_the_best_overall_fit(monkeypatch):
+    """Greedy, the larger face would take skeleton A (its best head) and push the smaller face, which sits squarely on
+    A's head, onto B's; the global assignment gives A the small face and B the large one. A face that barely touches
+    a head (IoU under the minimum) becomes a person of its own."""
+    import magicid.layout as layout_module
+    from magicid.perception import Face
+
+    heads = {0.1: np.array([0.0, 0, 100, 100]), 0.2: np.array([60.0, 0, 160, 100]), 0.3: np.array([400.0, 0, 500, 100])}
+    monkeypatch.setattr(layout_module, "face_box_from_keypoints", lambda pose, w, h: heads[round(float(pose[0, 0]), 1)])
+
+    def pose(marker):
+        keypoints = np.zeros((18, 3))
+        keypoints[0] = (marker, 0.1, 1.0)
+        return keypoints
+
+    def face(x0, x1):
+        box = np.array([x0, 0.0, x1, 100.0])
+        kps = np.array([[x0 + 20, 40], [x1 - 20, 40], [(x0 + x1) / 2, 60], [x0 + 25, 80], [x1 - 25, 80]], float)
+        return Face(box=box, score=0.99, kps5=kps)
+
+    large, small, stray = face(30, 120), face(0, 80), face(470, 570)  # stray: IoU 0.18 with head C
+    people = layout_module._attach_faces([pose(0.1), pose(0.2), pose(0.3)], [large, small, stray], (1000, 1000))
+    boxes = [None if person.face_box is None else np.round(person.face_box * 1000) for person in people]
+    assert np.allclose(boxes[0], small.box) and np.allclose(boxes[1], large.box)
+    assert boxes[2] is None and len(people) == 4 and np.allclose(boxes[3], stray.box)

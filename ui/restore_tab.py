@@ -16,7 +16,8 @@ def create_restore_tab(restore_fn: Callable[..., RestoreOutputs]) -> dict[str, g
     gr.Markdown(
         "Fix the faces of **any** image (a group photo from any generator, a video frame, ...): upload it and one "
         "reference photo **per person**. Each face below the size threshold is inverted, re-denoised with its "
-        "identity and blended back (DIIR, Alg. 2 of the paper); faces are matched to references by similarity."
+        "identity and blended back (DIIR, Alg. 2 of the paper). Each reference restores the face that resembles it "
+        "most, if it resembles it enough; faces of other people are left as they are, and the messages say which."
     )
     with gr.Row(equal_height=False):
         with gr.Column():

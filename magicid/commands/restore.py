@@ -29,8 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--assign", metavar="N|off,...",
         help="per small face (largest first): the --id number (1-based) to restore it as, or 'off' "
-        "(default: matched by face similarity)",
+        "(default: matched by face similarity, see --min-similarity)",
     )  # fmt: skip
+    parser.add_argument(
+        "--min-similarity", type=float, default=None,
+        help="without --assign, restore a face only as a reference at least this similar (default: the face "
+        "embedder's same-person threshold); other faces are left as they are",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reuse-references", action="store_true", help="without --assign, let one reference restore several faces"
+    )
     parser.add_argument(
         "--steps", type=int, default=PAPER_STEPS, help=f"DDIM inversion and denoising steps (paper: {PAPER_STEPS})"
     )
@@ -68,8 +76,8 @@ def _config(args: argparse.Namespace) -> DIIRConfig:
 
     config = DIIRConfig(
         threshold_px=args.threshold, steps=args.steps, id_scale=args.id_scale, controlnet_scale=args.landmark_scale,
-        resolution=args.resolution,
-    )
+        resolution=args.resolution, min_similarity=args.min_similarity, reuse_references=args.reuse_references,
+    )  # fmt: skip
     validate_diir_config(config, Limits())
     return config
 

@@ -1,0 +1,52 @@
+"""MagicID-mini's architecture: a small latent UNet over TAEF2's 32-channel latents, built from its config.
+
+The base UNet is trained from scratch on 128 px face crops (`train/mini_base.py`); MMF (the ControlNet with ID
+attention) is trained on top of it. Text: the tiny profile's frozen CLIP text encoder and byte-level tokenizer with
+one fixed caption, since a few thousand face photos cannot teach a language model; the caption is dropped 10% of
+the time so classifier-free guidance has an unconditional branch.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler, UNet2DConditionModel
+
+from magicid.taef2 import LATENT_CHANNELS
+from magicid.tiny import CROSS_ATTENTION_DIM, SEED, sd15_scheduler_config, tiny_text_encoder, tiny_tokenizer
+
+
+RESOLUTION = 128  # training crops; 16 x 16 latents
+CAPTION = "a photo of a person"
+
+
+def mini_unet() -> UNet2DConditionModel:
+    torch.manual_seed(SEED)
+    return UNet2DConditionModel(
+        sample_size=RESOLUTION // 8,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        block_out_channels=(64, 96, 128),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=CROSS_ATTENTION_DIM,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def mini_text_parts():
+    """(tokenizer, frozen text encoder): the tiny profile's, deterministic on every machine."""
+    tokenizer = tiny_tokenizer()
+    return tokenizer, tiny_text_encoder(len(tokenizer)).requires_grad_(False).eval()
+
+
+@torch.no_grad()
+def caption_embeddings(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids  # fmt: skip
+    return text_encoder(ids, return_dict=False)[0]
+
+
+def mini_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(**sd15_scheduler_config())

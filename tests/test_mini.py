@@ -1,0 +1,78 @@
+"""MagicID-mini's recipe at toy size: face crops with an identity split and cached TAEF2 latents, then a few base
+UNet steps that checkpoint, sample, export and resume. (The real run is `python -m train.mini_data` and
+`python -m train.mini_base` on CelebA; see train/README.md.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from PIL import Image
+from safetensors.torch import load_file
+
+from train.mini_data import LATENTS_NAME, prepare
+
+
+PEOPLE = ["barack_obama", "joe_biden", "angelina_jolie", "jennifer_aniston", "elon_musk", "matt_damon",
+          "marissa_mayer", "mark_zuckerberg", "sundar_pichai", "yang_mi"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, testdata):
+    """Two photos of each of ten people, named and labelled as CelebA's are; the 10th identity is held out."""
+    photos = tmp_path_factory.mktemp("celeba")
+    lines = []
+    for identity, person in enumerate(PEOPLE, start=1):
+        for number in (1, 2):
+            name = f"{identity:03d}{number:03d}.jpg"
+            shutil.copy(testdata / "portraits" / person / f"{number}.jpg", photos / name)
+            lines.append(f"{name} {identity}")
+    (photos / "blank.jpg").write_bytes(b"")  # not in the identity file: ignored
+    identities = photos / "identity_CelebA.txt"
+    identities.write_text("\n".join(lines) + "\n")
+    out = tmp_path_factory.mktemp("mini")
+    return prepare(photos, identities, out), photos, identities, out
+
+
+def test_crops_index_and_identity_split(prepared):
+    summary, _, _, out = prepared
+    entries = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert summary["crops"] == len(entries) >= 18 and summary["identities"] == 10
+    assert {entry["identity"] for entry in entries if entry["split"] == "held_out"} == {10}
+    for entry in entries:
+        crop = Image.open(out / entry["file"])
+        x0, y0, x1, y1 = entry["face_box"]
+        assert crop.size == (128, 128) and 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
+        assert max(x1 - x0, y1 - y0) / 128 == pytest.approx(1 / 1.8, abs=0.02)  # the face is 1 / 1.8 of the crop
+    tensors = load_file(out / LATENTS_NAME)
+    train = sum(entry["split"] == "train" for entry in entries)
+    assert tensors["latents"].shape == tensors["flipped"].shape == (train, 32, 16, 16)
+    assert not torch.equal(tensors["latents"], tensors["flipped"])
+
+
+def test_preparation_resumes_without_redoing_photos(prepared):
+    summary, photos, identities, out = prepared
+    again = prepare(photos, identities, out)
+    assert again == summary
+    assert len((out / "index.jsonl").read_text().splitlines()) == summary["crops"]
+
+
+def test_base_unet_trains_exports_samples_and_resumes(prepared, tmp_path):
+    from train.mini_base import BaseConfig, train
+
+    _, _, _, data = prepared
+    config = BaseConfig(steps=2, batch_size=2, sample_every=2, sample_steps=2, warmup_steps=1)
+    assert train(data, tmp_path, config)["steps"] == 2
+    assert UNet2DConditionModel.from_pretrained(tmp_path / "unet").config.in_channels == 32
+    weights = load_file(tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float16}  # shipped at half size
+    assert Image.open(tmp_path / "samples" / "step-2.png").size == (8 * 128, 128)
+    assert json.loads((tmp_path / "unet" / "training.json").read_text())["step"] == 2
+    resumed = train(data, tmp_path, BaseConfig(steps=3, batch_size=2, sample_every=3, sample_steps=2, warmup_steps=1),
+                    resume=True)  # fmt: skip
+    assert resumed["steps"] == 3
+    losses = [json.loads(line)["step"] for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
+    assert losses == [1, 2, 3]  # the resumed run went on from step 2
