@@ -88,6 +88,7 @@ def main() -> None:
     settings = Settings.from_env()
     sweep_stale_uploads(max_age_s=UPLOAD_MAX_AGE_S)  # what a crashed instance left behind
     engine = MagicID.from_profile(ProfileConfig.from_env(settings.profile))
+    print(f"MagicID: the {settings.profile} profile (MAGICID_PROFILE chooses; default: hub when its weights are cached)")
     demo = create_app(engine, settings)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1).launch(**launch_options(settings))
 

@@ -94,16 +94,24 @@ class ProfileConfig:
 
 
 def default_profile_name() -> str:
-    """MAGICID_PROFILE if set; else `hub` where the Hub is at hand (on a Space, or its base model already in the
-    local Hugging Face cache, as `preload_from_hub` leaves it); else the offline `tiny` profile."""
+    """MAGICID_PROFILE if set; else `hub` on a Space or where the hub profile's weights are in the local Hugging
+    Face cache (as a first `hub` run or `preload_from_hub` leaves them); else the offline `tiny` profile."""
     if os.environ.get("MAGICID_PROFILE"):
         return os.environ["MAGICID_PROFILE"]
     if os.environ.get("SPACE_ID"):
         return "hub"
+    return "hub" if hub_weights_cached() else "tiny"
+
+
+def hub_weights_cached(config: ProfileConfig | None = None) -> bool:
+    """Whether files the hub profile's loader reads are in the local Hub cache: the base model's UNet config, the
+    OpenPose ControlNet's config and the IP-Adapter weights (the three downloads it cannot start without)."""
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(ProfileConfig.base_model, "model_index.json")
-    return "hub" if isinstance(cached, str) else "tiny"
+    config = config or ProfileConfig(name="hub")
+    needed = [(config.base_model, "unet/config.json"), (config.openpose_controlnet, "config.json"),
+              (config.ip_adapter_repo, config.ip_adapter_weight)]  # fmt: skip
+    return all(isinstance(try_to_load_from_cache(repo, filename), str) for repo, filename in needed)
 
 
 @dataclass

@@ -176,6 +176,8 @@ def _load_tiny(config: ProfileConfig, embedder: FaceEmbedder | None):
 
 
 def _load_hub(config: ProfileConfig, embedder: FaceEmbedder | None):
+    # IP-Adapter-FaceID needs ArcFace embeddings: fail in one line before gigabytes of downloads, not after
+    embedder = embedder or _hub_face_embedder()
     local = local_files_only(config.base_model)
     fetcher = Fetcher(local)
     components = _load_base_model(config, local, fetcher)
@@ -202,9 +204,19 @@ def _load_hub(config: ProfileConfig, embedder: FaceEmbedder | None):
     )
     pipe.load_ip_adapter(str(adapter_file.parent), subfolder="", weight_name=adapter_file.name, image_encoder_folder=None)
     resampler = adopt_faceid_plus(pipe, shortcut="v2" in config.ip_adapter_weight.lower())
-    embedder = embedder or get_face_embedder("arcface")
     _check_embedder(embedder, resampler, "the IP-Adapter FaceID weights")
     return pipe, IdentityEncoder(resampler, image_encoder, pipe.feature_extractor, embedder)
+
+
+def _hub_face_embedder() -> FaceEmbedder:
+    try:
+        return get_face_embedder("arcface")
+    except MissingWeightsError as error:
+        raise MissingWeightsError(
+            "the hub profile needs insightface's ArcFace (buffalo_l/w600k_r50.onnx, the embedder IP-Adapter-FaceID was "
+            "trained on): put the buffalo_l pack under MAGICID_INSIGHTFACE_ROOT/models/ (see docs/spaces.md), or use "
+            "the tiny or magicid profile, which run on dlib"
+        ) from error
 
 
 def fetch_file(repo_or_folder: str, filename: str, local: bool) -> Path:

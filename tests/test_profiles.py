@@ -310,3 +310,35 @@ def test_ddim_from_a_pndm_scheduler_config_takes_sd15_settings(tmp_path):
     scheduler = _ddim(str(tmp_path), local=True)
     assert (scheduler.config.clip_sample, scheduler.config.set_alpha_to_one, scheduler.config.steps_offset) == (False, False, 1)
     assert scheduler.config.beta_schedule == "scaled_linear"
+
+
+def test_the_default_profile_is_hub_only_when_its_weights_are_cached(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from magicid.config import default_profile_name
+
+    monkeypatch.delenv("MAGICID_PROFILE", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    hub = ProfileConfig(name="hub")
+    needed = [(hub.base_model, "unet/config.json"), (hub.openpose_controlnet, "config.json"),
+              (hub.ip_adapter_repo, hub.ip_adapter_weight)]  # fmt: skip
+    for count, (repo, filename) in enumerate(needed):
+        assert default_profile_name() == "tiny", f"{count} of {len(needed)} files cached"
+        snapshot = tmp_path / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"
+        (snapshot / filename).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / filename).write_text("{}")
+        (snapshot.parent.parent / "refs").mkdir(exist_ok=True)
+        (snapshot.parent.parent / "refs" / "main").write_text("abc123")
+    assert default_profile_name() == "hub"
+    monkeypatch.setenv("MAGICID_PROFILE", "tiny")
+    assert default_profile_name() == "tiny"
+
+
+def test_the_hub_profile_without_arcface_fails_first_in_one_line(tmp_path, monkeypatch):
+    """Before any download: the base model here does not even exist."""
+    monkeypatch.setenv("MAGICID_INSIGHTFACE_ROOT", str(tmp_path))
+    with pytest.raises(MissingWeightsError) as error:
+        load_profile(ProfileConfig(name="hub", base_model=str(tmp_path / "nowhere")))
+    message = str(error.value)
+    assert "buffalo_l" in message and "tiny or magicid profile" in message and "\n" not in message
