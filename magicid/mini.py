@@ -12,7 +12,7 @@ import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
 from magicid.taef2 import LATENT_CHANNELS
-from magicid.tiny import CROSS_ATTENTION_DIM, SEED, sd15_scheduler_config, tiny_text_encoder, tiny_tokenizer
+from magicid.tiny import CROSS_ATTENTION_DIM, SEED, tiny_text_encoder, tiny_tokenizer
 
 
 RESOLUTION = 128  # training crops; 16 x 16 latents
@@ -48,5 +48,12 @@ def caption_embeddings(tokenizer, text_encoder, captions: list[str]) -> torch.Te
     return text_encoder(ids, return_dict=False)[0]
 
 
+def mini_schedule() -> dict:
+    """v-prediction under a cosine schedule: with epsilon under SD1.5's schedule, a 1,000-step run still left the
+    low-noise steps unlearned (noise MSE 0.87 at t=50) and its samples were textured noise."""
+    return dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # fmt: skip
+
+
 def mini_scheduler() -> DDIMScheduler:
-    return DDIMScheduler(**sd15_scheduler_config())
+    return DDIMScheduler(**mini_schedule())

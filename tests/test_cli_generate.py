@@ -89,7 +89,8 @@ def test_missing_weights_offline(obama, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
     assert generate("--id", obama, "--profile", "hub", "--out", str(tmp_path / "x.png")) == 2
-    assert_one_line_error(capsys, "Missing weights", "base model", "MAGICID_BASE_MODEL", "HF_HUB_OFFLINE")
+    # ArcFace is checked first, before any download (tests/test_profiles.py names the missing base model too)
+    assert_one_line_error(capsys, "buffalo_l", "MAGICID_INSIGHTFACE_ROOT", "tiny or magicid profile")
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,17 @@ PEOPLE = ["barack_obama", "joe_biden", "angelina_jolie", "jennifer_aniston", "el
           "marissa_mayer", "mark_zuckerberg", "sundar_pichai", "yang_mi"]  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """The base recipe trains under bf16; accelerate keeps one mixed-precision setting per process, so it is reset
+    for the tests that follow (as accelerate's own tests do)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, testdata):
     """Two photos of each of ten people, named and labelled as CelebA's are; the 10th identity is held out."""
@@ -76,3 +87,8 @@ def test_base_unet_trains_exports_samples_and_resumes(prepared, tmp_path):
     assert resumed["steps"] == 3
     losses = [json.loads(line)["step"] for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
     assert losses == [1, 2, 3]  # the resumed run went on from step 2
+    from train.mini_base import evaluate
+
+    scored = evaluate(tmp_path / "unet", count=2, config=config)
+    assert scored["samples"] == 2 and 0 <= scored["mtcnn_p99"] <= scored["mtcnn_p90"] <= 1
+    assert (tmp_path / "evaluation.png").is_file()

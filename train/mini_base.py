@@ -3,8 +3,8 @@
     python -m train.mini_base --data data/mini --out runs/mini-base [--max-steps N] [--resume]
 
 Data: `latents-128.safetensors` from `python -m train.mini_data` (training identities only; mirrored copies are drawn
-half of the time). Loss: epsilon MSE under SD1.5's scaled-linear schedule, so DDIM sampling, DDIM inversion (DIIR)
-and the MMF stage use the model unchanged. AdamW, an EMA of the weights (what is exported and sampled), 10% null
+half of the time). Loss: v-prediction MSE under a cosine schedule (`magicid.mini.mini_schedule`, which DDIM sampling,
+DDIM inversion in DIIR and the MMF stage read from the scheduler config). AdamW, an EMA of the weights (what is exported and sampled), 10% null
 caption. Every `--sample-every` steps: a checkpoint (`accelerator.save_state`, resumable with `--resume`), a grid of
 8 fixed-seed samples from the EMA weights (`samples/step-N.png`) and the losses so far (`losses.jsonl`). At the end,
 `unet/` holds the EMA weights (fp16 safetensors, diffusers layout).
@@ -73,7 +73,7 @@ def loss_of(unet, scheduler, clean, text, null_text, config: BaseConfig, generat
     context = torch.where(dropped.view(-1, 1, 1), null_text, text).expand(clean.shape[0], -1, -1)
     noisy = scheduler.add_noise(clean, noise, timesteps)
     prediction = unet(noisy, timesteps, encoder_hidden_states=context, return_dict=False)[0]
-    return F.mse_loss(prediction.float(), noise)
+    return F.mse_loss(prediction.float(), scheduler.get_velocity(clean, noise, timesteps))
 
 
 @torch.no_grad()
@@ -135,10 +135,32 @@ def train(data_dir: Path, out_dir: Path, config: BaseConfig, resume: bool = Fals
     return {"steps": step, "unet": str(out_dir / "unet")}
 
 
-def _training_schedule() -> dict:
-    from magicid.tiny import sd15_scheduler_config
+def evaluate(unet_dir: Path, count: int = 64, config: BaseConfig | None = None) -> dict:
+    """Share of `count` fixed-seed samples in which MTCNN finds a face with p >= 0.9 / 0.99 (the base stage's
+    first bar: faces at all, before any identity); saves the samples as `evaluation.png` next to `unet_dir`."""
+    from diffusers import UNet2DConditionModel
 
-    return {key: value for key, value in sd15_scheduler_config().items() if key != "set_alpha_to_one"}
+    from magicid.perception import detect_faces
+
+    config = config or BaseConfig()
+    unet = UNet2DConditionModel.from_pretrained(unet_dir, torch_dtype=torch.float32).eval()
+    tokenizer, text_encoder = mini_text_parts()
+    text, null_text = caption_embeddings(tokenizer, text_encoder, [CAPTION, ""]).chunk(2)
+    grid = sample_grid(unet, text, null_text, config, count)
+    side = grid.height
+    scores = []
+    for index in range(count):
+        faces = detect_faces(grid.crop((index * side, 0, (index + 1) * side, side)))
+        scores.append(max((float(face.score) for face in faces), default=0.0))
+    grid.save(Path(unet_dir).parent / "evaluation.png")
+    return {"samples": count, "mtcnn_p90": sum(s >= 0.9 for s in scores) / count,
+            "mtcnn_p99": sum(s >= 0.99 for s in scores) / count}  # fmt: skip
+
+
+def _training_schedule() -> dict:
+    from magicid.mini import mini_schedule
+
+    return {key: value for key, value in mini_schedule().items() if key != "set_alpha_to_one"}
 
 
 def _checkpoint(accelerator, unet, ema, out_dir: Path, step: int, text, null_text, config: BaseConfig) -> None:
@@ -178,10 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=BaseConfig.batch_size)
     parser.add_argument("--sample-every", type=int, default=BaseConfig.sample_every, help="steps between checkpoints + samples")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--evaluate", type=int, metavar="N", help="only sample N images from OUT/unet and score them")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = BaseConfig(steps=args.max_steps, batch_size=args.batch_size, sample_every=args.sample_every)
     try:
+        if args.evaluate:
+            print(json.dumps(evaluate(args.out / "unet", args.evaluate, config)))
+            return 0
         print(json.dumps(train(args.data, args.out, config, args.resume)))
     except MagicIDError as error:
         print(f"error: {error}", file=sys.stderr)
