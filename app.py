@@ -1,7 +1,7 @@
 """MagicID web app (Gradio; Hugging Face Spaces entry point). Composition only: settings, engine, widgets, queue.
 
 Environment:
-    MAGICID_PROFILE       tiny | hub | magicid (default: hub on a Space or when its weights are cached, else tiny);
+    MAGICID_PROFILE       mini | tiny | hub | magicid (default: hub on a Space or when its weights are cached, else mini);
                           MAGICID_* overrides weights
     MAGICID_MAX_IMAGES    images per request (default 4)
     MAGICID_QUEUE_SIZE    requests waiting at most; later ones are told the app is busy (default 16)

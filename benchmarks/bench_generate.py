@@ -3,6 +3,7 @@
     python benchmarks/bench_generate.py                       # tiny profile on CPU, 512x512, 30 steps
     python benchmarks/bench_generate.py --sd15                # SD1.5-size random-weight components (GPU: fp16)
     python benchmarks/bench_generate.py --sd15 --steps 1 --sizes 64x64   # smoke test of the SD1.5 code path on CPU
+    python benchmarks/bench_generate.py --mini --sizes 128x128,256x128 --ids 1   # the shipped MagicID-mini
 
 SD1.5-size components are built from configs with random weights (nothing is downloaded): timing does not
 depend on the weights. `--ids N` adds N identities with face-region masks (MGMICA, Alg. 1).
@@ -32,6 +33,7 @@ from magicid.tiny import sd15_scheduler_config, tiny_tokenizer  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sd15", action="store_true", help="SD1.5-size components instead of the tiny profile")
+    parser.add_argument("--mini", action="store_true", help="the shipped MagicID-mini (trained weights)")
     parser.add_argument("--sizes", default=None, help="WxH list, e.g. 512x512,768x1024 (default: tiny 512x512; sd15 both)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--guidance", type=float, default=5.0)
@@ -69,6 +71,14 @@ def build_sd15_pipeline(device: torch.device) -> MagicIDPipeline:
         vae=vae, text_encoder=text_encoder, tokenizer=tiny_tokenizer(), unet=unet, controlnet=controlnet,
         scheduler=DDIMScheduler(**sd15_scheduler_config()), id_mode="controlnet",
     )  # fmt: skip
+
+
+def build_mini_pipeline() -> MagicIDPipeline:
+    from magicid.config import ProfileConfig
+    from magicid.perception import get_face_embedder
+    from magicid.profiles import load_profile
+
+    return load_profile(ProfileConfig(name="mini", device="cpu"), embedder=get_face_embedder("dlib"))[0]
 
 
 def id_inputs(num_ids: int, dim: int, width: int, height: int, device, dtype):
@@ -110,14 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
-    sizes = args.sizes or ("512x512,768x1024" if args.sd15 else "512x512")
+    sizes = args.sizes or ("512x512,768x1024" if args.sd15 else "128x128,256x128" if args.mini else "512x512")
     build_start = time.perf_counter()
-    pipe = build_sd15_pipeline(device) if args.sd15 else build_tiny_pipeline()
+    pipe = build_sd15_pipeline(device) if args.sd15 else build_mini_pipeline() if args.mini else build_tiny_pipeline()
     pipe.to(device=device, **({"dtype": dtype} if dtype != pipe.unet.dtype else {}))
     pipe.set_progress_bar_config(disable=True)
     report = {
         "benchmark": "generate",
-        "components": "sd15-size random weights" if args.sd15 else "tiny profile",
+        "components": "sd15-size random weights" if args.sd15 else "mini profile" if args.mini else "tiny profile",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
         "torch_threads": torch.get_num_threads(),
         "dtype": str(dtype).removeprefix("torch."),

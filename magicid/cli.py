@@ -14,7 +14,7 @@ import sys
 from magicid.errors import MagicIDError
 
 
-COMMANDS = ("generate", "layout", "restore", "analyze", "similarity")
+COMMANDS = ("generate", "layout", "restore", "analyze", "similarity", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 PAPER_STEPS = 30
 PAPER_GUIDANCE = 5.0
 PAPER_SMALL_FACE_PX = 100
-PROFILES = ("tiny", "hub", "magicid")
+PAPER_RESOLUTION = 512  # SD1.5 base models: the side the paper generates and restores at
+PROFILES = ("tiny", "mini", "hub", "magicid")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class GenerationConfig:
     num_images: int = 1
     restore_small_faces: bool | None = None  # None: on when faces will be small (full-body sizes)
     restore_threshold_px: int = PAPER_SMALL_FACE_PX  # DIIR restores faces smaller than this (px)
+    masked_id_attention: bool = True  # MGMICA (Alg. 1): each F_id only inside its person's mask; False: the ablation
 
 
 @dataclass
@@ -95,12 +97,17 @@ class ProfileConfig:
 
 def default_profile_name() -> str:
     """MAGICID_PROFILE if set; else `hub` on a Space or where the hub profile's weights are in the local Hugging
-    Face cache (as a first `hub` run or `preload_from_hub` leaves them); else the offline `tiny` profile."""
+    Face cache (as a first `hub` run or `preload_from_hub` leaves them); else the shipped, trained `mini` profile (the
+    untrained `tiny` one if its weights are missing)."""
     if os.environ.get("MAGICID_PROFILE"):
         return os.environ["MAGICID_PROFILE"]
     if os.environ.get("SPACE_ID"):
         return "hub"
-    return "hub" if hub_weights_cached() else "tiny"
+    if hub_weights_cached():
+        return "hub"
+    from magicid.mini import WEIGHTS_DIR
+
+    return "mini" if (WEIGHTS_DIR / "magicid.json").is_file() else "tiny"
 
 
 def hub_weights_cached(config: ProfileConfig | None = None) -> bool:

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
@@ -328,7 +329,7 @@ def restore_crops(
     device, dtype = pipe._execution_device, pipe.unet.dtype
     batch, resolution = len(crops), crops[0].width
     pixels = pipe.image_processor.preprocess(crops, height=resolution, width=resolution).to(device, dtype)
-    z0 = pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor
+    z0 = retrieve_latents(pipe.vae.encode(pixels), sample_mode="argmax") * pipe.vae.config.scaling_factor
     control = pipe.prepare_image(conditions, resolution, resolution, batch, 1, device, pipe.controlnet.dtype)
     latent_mask = F.interpolate(torch.from_numpy(masks[:, None]).to(device, torch.float32), z0.shape[-2:], mode="area")
     text, guided_text = _prompt_embeds(pipe, config, batch, device)
@@ -415,7 +416,7 @@ def _landmark_controlnet(pipe) -> Iterator[None]:
 
 
 def _resolution(pipe, config: DIIRConfig) -> int:
-    return config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return config.resolution or pipe.native_side
 
 
 def small_faces(image: Image.Image, threshold_px: int) -> list[Face]:

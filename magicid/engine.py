@@ -16,6 +16,7 @@ import PIL.Image
 import torch
 
 from magicid.config import (
+    PAPER_RESOLUTION,
     DIIRConfig,
     GenerationConfig,
     Limits,
@@ -70,10 +71,12 @@ class MagicID:
 
     def banner(self) -> str:
         """One paragraph saying which model runs (and, for tiny, that its outputs are not photographs)."""
-        from magicid.profiles import TINY_NOTICE
+        from magicid.profiles import MINI_NOTICE, TINY_NOTICE
 
         if self.is_miniature:
             return TINY_NOTICE
+        if self.profile.name == "mini":
+            return MINI_NOTICE
         if self.profile.name == "hub":
             return (
                 f"hub profile: {self.profile.base_model} + OpenPose ControlNet + IP-Adapter-FaceID-PlusV2 "
@@ -120,18 +123,22 @@ class MagicID:
         layout=None,
         progress: Progress | None = None,
     ) -> GenerationResult:
-        """Generate `config.num_images` pictures of `identities` placed by `layout` (default: half-body template)."""
+        """Generate `config.num_images` pictures of `identities` placed by `layout` (default: the half-body
+        template; portraits for a model trained on face close-ups)."""
         from magicid.group import group_conditions
 
         validate_generation(config, len(identities), self.limits)
-        layout = layout or _default_layout(len(identities), config.width, config.height)
-        conditions = group_conditions(layout, len(identities), config.width, config.height)
         pipe, encoder = self._load()
+        template = "portrait" if pipe.native_side < PAPER_RESOLUTION else DEFAULT_TEMPLATE
+        layout = layout or _default_layout(len(identities), config.width, config.height, template)
+        config, layout, scale_note = at_model_scale(config, layout, pipe.native_side)
+        conditions = group_conditions(layout, len(identities), config.width, config.height)
         id_tokens = encoder.id_tokens(identities)
         # IP-Adapter (hub) was trained with null tokens in its unconditional branch; MagicID's own ID attention
         # keeps that branch exactly text-only (zero tokens)
         negative_tokens = encoder.null_tokens(len(identities)) if pipe.id_mode == "unet" else None
-        masks = conditions.id_masks if len(identities) > 1 else None  # one identity: Eq. 1, no mask needed
+        masked = len(identities) > 1 and config.masked_id_attention  # one identity: Eq. 1, no mask needed
+        masks = conditions.id_masks if masked else None
         output = pipe(
             prompt=config.prompt,
             image=conditions.control_image,
@@ -150,6 +157,7 @@ class MagicID:
             callback_on_step_end=_step_callback(progress, config.steps),
         )
         messages = [warning for identity in identities for warning in identity.warnings] + conditions.warnings
+        messages += [scale_note] if scale_note else []
         if self.is_miniature:
             messages.insert(0, "Miniature untrained model (tiny profile): the pictures are not photographs.")
         images, debug_images = list(output.images), _condition_debug_images(conditions)
@@ -271,10 +279,25 @@ def validate_generation(config: GenerationConfig, num_identities: int, limits: L
         raise InvalidSettingError(f"{num_identities} identities given; at most {limits.max_identities} per picture")
 
 
-def _default_layout(num_identities: int, width: int, height: int):
+def _default_layout(num_identities: int, width: int, height: int, template: str = DEFAULT_TEMPLATE):
     from magicid.layout import Layout
 
-    return Layout.from_template(DEFAULT_TEMPLATE, num_identities, width, height).assign_identities(num_identities)
+    return Layout.from_template(template, num_identities, width, height).assign_identities(num_identities)
+
+
+def at_model_scale(config: GenerationConfig, layout, native_side: int) -> tuple[GenerationConfig, object, str]:
+    """Settings and layout for a model trained below SD1.5's 512 px (MagicID-mini: 128): the canvas, and DIIR's
+    small-face threshold with it, shrink by native_side / 512, so a 512 px layout is the model's own 128 px portrait.
+    Returns (config, layout, a note for the user, or "" when nothing changed)."""
+    scale = native_side / PAPER_RESOLUTION
+    if scale >= 1:
+        return config, layout, ""
+    width, height = (max(8 * round(side * scale / 8), 8) for side in (config.width, config.height))
+    scaled = dataclasses.replace(config, width=width, height=height,
+                                 restore_threshold_px=max(1, round(config.restore_threshold_px * scale)))  # fmt: skip
+    note = (f"This model works at {native_side} px: the picture is {width}x{height}, the layout scaled to "
+            f"{scale:g} of {config.width}x{config.height}.")
+    return scaled, layout.fit_to(width, height), note
 
 
 def _should_restore(config: GenerationConfig, layout, num_identities: int) -> bool:

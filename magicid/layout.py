@@ -20,18 +20,24 @@ from PIL import Image
 
 from magicid.config import Limits
 from magicid.errors import LayoutError
+from magicid.layout_templates import MAX_TEMPLATE_PEOPLE, TEMPLATES, template_poses
+from magicid.skeleton import (  # noqa: F401  (re-exported: the names of the OpenPose-18 joints)
+    FACE_JOINTS,
+    JOINT_INDEX,
+    JOINTS,
+    L_EAR,
+    L_EYE,
+    L_SHOULDER,
+    LEFT_RIGHT_PAIRS,
+    NECK,
+    NOSE,
+    R_EAR,
+    R_EYE,
+    R_SHOULDER,
+    hide_outside,
+)
 
 
-JOINTS = (
-    "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip", "r_knee",
-    "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
-)  # fmt: skip
-JOINT_INDEX = {name: index for index, name in enumerate(JOINTS)}
-NOSE, NECK, R_SHOULDER, L_SHOULDER, R_EYE, L_EYE, R_EAR, L_EAR = 0, 1, 2, 5, 14, 15, 16, 17
-LEFT_RIGHT_PAIRS = ((2, 5), (3, 6), (4, 7), (8, 11), (9, 12), (10, 13), (14, 15), (16, 17))
-FACE_JOINTS = (NOSE, R_EYE, L_EYE, R_EAR, L_EAR)
-TEMPLATES = ("standing", "sitting", "half-body", "full-body")
-MAX_TEMPLATE_PEOPLE = 6
 FORMAT_VERSION = 1
 # What a layout may hold, whatever made it (a file, a client request, an edit): bounds that keep one request's
 # memory and time small. Coordinates are canvas fractions; a little outside [0, 1] is a person cut off at the edge.
@@ -229,7 +235,9 @@ class Layout:
         The photo is fitted into the canvas (default: the closest standard size to its aspect ratio) without
         distortion. A face without a detected skeleton still becomes a person (head and shoulders).
         """
-        return _layout_from_photo(cls, image, width, height)
+        from magicid.layout_from_photo import layout_from_photo
+
+        return layout_from_photo(cls, image, width, height)
 
     # ---- identities ----------------------------------------------------------------------------------------
 
@@ -605,251 +613,3 @@ def draw_skeleton(poses: list[np.ndarray], width: int, height: int) -> Image.Ima
     from magicid.perception.openpose import draw_openpose
 
     return draw_openpose(poses, width, height)
-
-
-# ---- templates ---------------------------------------------------------------------------------------------
-# A body is drawn in "body units": x from the body's centre line (the person's right, on the image left, is
-# negative), y from the top of the head to the ankles (1.0 = standing height). Adult proportions, facing the camera.
-
-_HEAD = {"nose": (0.0, 0.075), "r_eye": (-0.019, 0.058), "l_eye": (0.019, 0.058),
-         "r_ear": (-0.044, 0.066), "l_ear": (0.044, 0.066), "neck": (0.0, 0.17),
-         "r_shoulder": (-0.105, 0.19), "l_shoulder": (0.105, 0.19)}  # fmt: skip
-_ARMS = {  # (elbow, wrist) of the right arm; the left arm is the mirror image
-    "relaxed": ((-0.13, 0.33), (-0.14, 0.46)),
-    "clasped": ((-0.12, 0.34), (-0.035, 0.45)),
-    "hip": ((-0.2, 0.34), (-0.085, 0.47)),
-    "wave": ((-0.2, 0.21), (-0.22, 0.075)),
-    "lap": ((-0.12, 0.36), (-0.08, 0.53)),
-}
-_LEGS = {  # (hip, knee, ankle) of the right leg
-    "straight": ((-0.06, 0.51), (-0.065, 0.72), (-0.065, 0.93)),
-    "apart": ((-0.06, 0.51), (-0.085, 0.72), (-0.105, 0.93)),
-    "step": ((-0.06, 0.51), (-0.05, 0.72), (-0.03, 0.93)),
-    "seated": ((-0.06, 0.51), (-0.11, 0.57), (-0.1, 0.8)),  # thighs towards the camera, shins down
-}
-
-
-@dataclass(frozen=True)
-class _TemplateStyle:
-    arms: tuple[tuple[str, str], ...]  # (right, left) arm per person, cycled
-    legs: tuple[tuple[str, str], ...]
-    body_extent: float  # lowest visible y in body units (ankles; hips when cut at the waist)
-    fill: float  # body height as a fraction of the canvas height, when width allows
-    slot_body_units: float  # horizontal room one person needs, in body units
-    cut_at_waist: bool = False
-
-
-_STYLES = {
-    "standing": _TemplateStyle(
-        arms=(("relaxed", "relaxed"), ("clasped", "clasped"), ("relaxed", "hip"), ("relaxed", "relaxed")),
-        legs=(("straight", "straight"), ("straight", "step")),
-        body_extent=0.93, fill=0.88, slot_body_units=0.34,
-    ),
-    "full-body": _TemplateStyle(
-        arms=(("hip", "relaxed"), ("relaxed", "wave"), ("relaxed", "hip"), ("clasped", "clasped")),
-        legs=(("apart", "apart"), ("step", "straight"), ("straight", "apart")),
-        body_extent=0.93, fill=0.78, slot_body_units=0.4,
-    ),
-    "half-body": _TemplateStyle(
-        arms=(("relaxed", "relaxed"), ("clasped", "clasped"), ("relaxed", "hip")),
-        legs=(("straight", "straight"),),
-        body_extent=0.51, fill=1.75, slot_body_units=0.25, cut_at_waist=True,
-    ),
-    "sitting": _TemplateStyle(
-        arms=(("lap", "lap"), ("relaxed", "lap"), ("lap", "lap"), ("clasped", "clasped")),
-        legs=(("seated", "seated"),),
-        body_extent=0.8, fill=0.88, slot_body_units=0.34,
-    ),
-}
-TWO_ROWS_FROM = 4  # half-body groups this big stand in two rows
-TWO_ROWS_MAX_BODY = 1.43  # front-row body height / canvas height: keeps the raised back row's heads inside
-BACK_ROW_SCALE = 0.93  # a little further from the camera
-BACK_ROW_RAISE = 0.14  # back-row heads sit this many body heights above the front row's
-_HEIGHT_VARIATION = (1.0, 0.96, 1.03, 0.98, 1.02, 0.97)
-_HEAD_TILT_DEGREES = (2.0, -3.0, 1.5, -2.0, 3.0, -1.5)
-_HEAD_JOINTS = ("nose", "r_eye", "l_eye", "r_ear", "l_ear")
-
-
-def template_poses(name: str, num_people: int, width: int, height: int) -> list[np.ndarray]:
-    """Normalised `(18, 3)` poses of template `name`: `num_people` spread evenly left to right."""
-    style = _STYLES[name]
-    poses = []
-    for index, spot in enumerate(_spots(style, num_people, width, height)):
-        toward_middle = float(np.sign(width / 2 - spot.centre_x))
-        points = _template_body(style, index, toward_middle, spot.back_row)
-        scale = spot.body_height * _HEIGHT_VARIATION[index % len(_HEIGHT_VARIATION)]
-        pose = np.zeros((18, 3), dtype=np.float64)
-        for joint, (x, y) in points.items():  # feet (or waists) of a row share one line; heights vary above it
-            pose_x, pose_y = spot.centre_x + x * scale, spot.bottom + (y - style.body_extent) * scale
-            pose[JOINT_INDEX[joint]] = (pose_x / width, pose_y / height, 1.0)
-        poses.append(_hide_outside(pose))
-    return poses
-
-
-@dataclass(frozen=True)
-class _Spot:
-    centre_x: float
-    bottom: float  # y (px) of the row's ground (or waist) line
-    body_height: float  # px
-    back_row: bool = False
-
-
-def _spots(style: _TemplateStyle, num_people: int, width: int, height: int) -> list[_Spot]:
-    margin = 0.04 * width
-    slot = (width - 2 * margin) / num_people
-    centres = [margin + slot * (index + 0.5) for index in range(num_people)]
-    body_height = min(style.fill * height, slot / style.slot_body_units)
-    if style.cut_at_waist and num_people >= TWO_ROWS_FROM:
-        return _two_row_spots(style, centres, slot, height)
-    if style.cut_at_waist:  # the waist sits just above the bottom edge
-        bottom = 0.97 * height
-    else:  # the group centred vertically
-        bottom = max(0.05 * height, (height - style.body_extent * body_height) / 2) + style.body_extent * body_height
-    return [_Spot(centre_x, bottom, body_height) for centre_x in centres]
-
-
-def _two_row_spots(style: _TemplateStyle, centres: list[float], slot: float, height: int) -> list[_Spot]:
-    """Half-body groups of 4+: alternate people stand in a back row, raised, so faces can be twice as big."""
-    front_height = min(TWO_ROWS_MAX_BODY * height, 2 * slot / style.slot_body_units)
-    front_bottom = 0.97 * height
-    back_height = BACK_ROW_SCALE * front_height
-    shrink = (1 - BACK_ROW_SCALE) * style.body_extent * front_height  # keeps the smaller back-row heads raised
-    back_bottom = front_bottom - BACK_ROW_RAISE * front_height - shrink
-    return [
-        _Spot(x, back_bottom, back_height, True) if index % 2 else _Spot(x, front_bottom, front_height)
-        for index, x in enumerate(centres)
-    ]
-
-
-def _template_body(
-    style: _TemplateStyle, index: int, toward_middle: float, back_row: bool = False
-) -> dict[str, tuple[float, float]]:
-    right_arm, left_arm = style.arms[index % len(style.arms)]
-    right_leg, left_leg = style.legs[index % len(style.legs)]
-    points = dict(_HEAD)
-    points["r_elbow"], points["r_wrist"] = _ARMS[right_arm]
-    points["l_elbow"], points["l_wrist"] = _mirror_points(_ARMS[left_arm])
-    points["r_hip"], points["r_knee"], points["r_ankle"] = _LEGS[right_leg]
-    points["l_hip"], points["l_knee"], points["l_ankle"] = _mirror_points(_LEGS[left_leg])
-    if style.cut_at_waist:
-        for joint in ("r_knee", "r_ankle", "l_knee", "l_ankle"):
-            del points[joint]
-    if back_row:  # hidden behind the front row
-        for joint in ("r_elbow", "r_wrist", "l_elbow", "l_wrist", "r_hip", "l_hip"):
-            del points[joint]
-    return _pose_head(points, _HEAD_TILT_DEGREES[index % len(_HEAD_TILT_DEGREES)], 0.01 * toward_middle)
-
-
-def _mirror_points(points: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
-    return tuple((-x, y) for x, y in points)
-
-
-def _pose_head(points: dict, tilt_degrees: float, turn: float) -> dict[str, tuple[float, float]]:
-    """Tilt the head about the neck and turn it slightly towards the middle of the group (nose and eyes shift)."""
-    angle = np.radians(tilt_degrees)
-    neck_x, neck_y = points["neck"]
-    result = dict(points)
-    for joint in _HEAD_JOINTS:
-        x, y = points[joint]
-        x += turn if joint in ("nose", "r_eye", "l_eye") else 0.0
-        dx, dy = x - neck_x, y - neck_y
-        cos, sin = np.cos(angle), np.sin(angle)
-        result[joint] = (neck_x + dx * cos - dy * sin, neck_y + dx * sin + dy * cos)
-    return result
-
-
-def _hide_outside(pose: np.ndarray) -> np.ndarray:
-    outside = ((pose[:, :2] < 0) | (pose[:, :2] > 1)).any(axis=1)
-    pose[outside] = 0.0
-    return pose
-
-
-# ---- from a photo ------------------------------------------------------------------------------------------
-
-
-def _layout_from_photo(cls: type[Layout], image, width: int | None, height: int | None) -> Layout:
-    from magicid.imageio import load_image
-    from magicid.perception.faces import detect_faces
-    from magicid.perception.poses import detect_poses
-
-    photo = image if isinstance(image, Image.Image) else load_image(image)
-    faces = detect_faces(photo)
-    poses = detect_poses(photo, faces=faces)
-    if not faces and not poses:
-        name = photo.info.get("source", "the photo")
-        raise LayoutError(f"no people found in {name}: use a photo with visible people")
-    people = _attach_faces(poses, faces, photo.size, [_normalised_landmarks(photo, face) for face in faces])
-    natural = cls(photo.width, photo.height, people)
-    if width is None or height is None:
-        width, height = closest_size(photo.width, photo.height)
-    return natural.fit_to(width, height)
-
-
-def _normalised_landmarks(photo: Image.Image, face) -> np.ndarray | None:
-    """The face's dense landmarks in [0, 1] of the photo; None when they cannot be found (the layout still works)."""
-    from magicid.perception.landmarks import face_landmarks
-
-    try:
-        points = face_landmarks(photo, face)
-    except Exception:  # optional extra (missing model, odd crop): the skeleton alone still conditions the face
-        return None
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.isfinite(points).all():
-        return None
-    return points / np.array(photo.size, dtype=np.float64)
-
-
-MIN_HEAD_MATCH_IOU = 0.2  # a face joins a skeleton only if it overlaps the head that skeleton implies this much
-
-
-def _attach_faces(
-    poses: list[np.ndarray], faces: list, size: tuple[int, int], landmarks: list[np.ndarray | None] | None = None
-) -> list[Person]:
-    """Give each detected face (and its normalised landmarks, if given) to the skeleton whose head it sits on, by a
-    global assignment (the best total fit, each skeleton at most one face); a face no skeleton explains well enough
-    becomes a person of its own, with a head-and-shoulders skeleton."""
-    from scipy.optimize import linear_sum_assignment
-
-    width, height = size
-    landmarks = landmarks or [None] * len(faces)
-    people = [Person(pose) for pose in poses]
-    heads = [face_box_from_keypoints(pose, width, height) for pose in poses]
-    scores = np.array([[_head_match(face.box, head) if head is not None else 0.0 for head in heads] for face in faces])
-    matched = {}
-    if scores.size:
-        matched = {f: p for f, p in zip(*linear_sum_assignment(-scores)) if scores[f, p] >= MIN_HEAD_MATCH_IOU}
-    for index, (face, points) in enumerate(zip(faces, landmarks)):
-        if index in matched:
-            person = people[matched[index]]
-            person.face_box, person.face_landmarks = face.box_norm(width, height), points
-        else:
-            pose = _head_pose_from_face(face, width, height)
-            people.append(Person(pose, face_box=face.box_norm(width, height), face_landmarks=points))
-    return people
-
-
-def _head_match(face_box: np.ndarray, head_box: np.ndarray) -> float:
-    """How well a detected face fits a skeleton's estimated head: their IoU, or 0 unless the face centre is inside
-    that head box."""
-    centre = (face_box[:2] + face_box[2:]) / 2
-    grown = head_box + np.array([-1, -1, 1, 1]) * 0.25 * (head_box[2] - head_box[0])
-    if not (grown[0] <= centre[0] <= grown[2] and grown[1] <= centre[1] <= grown[3]):
-        return 0.0
-    return box_iou(face_box, head_box)
-
-
-def _head_pose_from_face(face, width: int, height: int) -> np.ndarray:
-    """Head and shoulders keypoints for a face no skeleton was found for (from its 5 points and box)."""
-    eye_image_left, eye_image_right, nose = face.kps5[0], face.kps5[1], face.kps5[2]
-    face_width = face.box[2] - face.box[0]
-    neck = np.array([nose[0], face.box[3] + 0.45 * face_width])
-    points = {
-        NOSE: nose, R_EYE: eye_image_left, L_EYE: eye_image_right,
-        R_EAR: np.array([face.box[0], eye_image_left[1]]), L_EAR: np.array([face.box[2], eye_image_right[1]]),
-        NECK: neck, R_SHOULDER: neck + (-1.2 * face_width, 0.2 * face_width),
-        L_SHOULDER: neck + (1.2 * face_width, 0.2 * face_width),
-    }  # fmt: skip
-    pose = np.zeros((18, 3), dtype=np.float64)
-    for joint, (x, y) in points.items():
-        pose[joint] = (x / width, y / height, 1.0)
-    return _hide_outside(pose)

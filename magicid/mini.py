@@ -8,15 +8,22 @@ the time so classifier-free guidance has an unconditional branch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
+from magicid.errors import MissingWeightsError
 from magicid.taef2 import LATENT_CHANNELS
 from magicid.tiny import CROSS_ATTENTION_DIM, SEED, tiny_text_encoder, tiny_tokenizer
 
 
 RESOLUTION = 128  # training crops; 16 x 16 latents
 CAPTION = "a photo of a person"
+MINI = "mini"  # as base_model in magicid.json / MMFConfig.base: the shipped base UNet with TAEF2
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BASE_UNET_DIR = ASSETS / "mini-base" / "unet"
+WEIGHTS_DIR = ASSETS / "mini"  # the mini profile's MMF weights (magicid layout)
 
 
 def mini_unet() -> UNet2DConditionModel:
@@ -57,3 +64,16 @@ def mini_schedule() -> dict:
 
 def mini_scheduler() -> DDIMScheduler:
     return DDIMScheduler(**mini_schedule())
+
+
+def mini_base_components(unet_dir: str | Path = BASE_UNET_DIR) -> dict:
+    """The frozen parts MMF runs on: TAEF2, the trained base UNet, the tiny text parts and a DDIM scheduler."""
+    from magicid.taef2 import SHIPPED, load_taef2
+
+    if not (Path(unet_dir) / "config.json").is_file():
+        raise MissingWeightsError(f"the MagicID-mini base UNet is missing ({Path(unet_dir).name}/config.json): "
+                                  "reinstall the package or train it with python -m train.mini_base")  # fmt: skip
+    tokenizer, text_encoder = mini_text_parts()
+    unet = UNet2DConditionModel.from_pretrained(unet_dir, torch_dtype=torch.float32)
+    return dict(vae=load_taef2(SHIPPED), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet.eval(),
+                scheduler=mini_scheduler())  # fmt: skip

@@ -74,6 +74,11 @@ class MagicIDPipeline(StableDiffusionControlNetPipeline):
         return self.config.id_mode
 
     @property
+    def native_side(self) -> int:
+        """The image side the UNet was built for (its latent sample size x the VAE's downsampling)."""
+        return self.unet.config.sample_size * self.vae_scale_factor
+
+    @property
     def id_model(self) -> torch.nn.Module:
         """The model whose cross-attention receives `F_id`."""
         return self.controlnet if self.id_mode == "controlnet" else self.unet

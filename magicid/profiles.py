@@ -2,6 +2,8 @@
 
 - `tiny`: SD1.5-architecture classes at miniature sizes, seeded (magicid.tiny) + the real offline face models.
   Runs anywhere in seconds; its outputs come from a miniature *untrained* model and are not photographs.
+- `mini`: MagicID-mini (magicid.mini), the whole method trained here at 128 px on CelebA faces (train/mini_*),
+  shipped in assets/: small, rough portraits that are really conditioned on pose and identity. The offline default.
 - `hub`: public weights (Realistic Vision SD1.5, OpenPose ControlNet v1.1, IP-Adapter-FaceID-PlusV2 + CLIP ViT-H,
   insightface ArcFace). MagicID's own weights are not public, so `F_id` enters the UNet through the IP-Adapter
   (the paper's IP-Adapter baseline) and the ControlNet gets the text only.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +41,7 @@ from magicid.mgmica import (
     install_id_attention,
     load_id_attention_state_dict,
 )
+from magicid.mini import MINI, mini_base_components
 from magicid.perception import FaceEmbedder, get_face_embedder
 from magicid.pipeline import MagicIDPipeline
 from magicid.resampler import IDResampler
@@ -52,6 +56,12 @@ TINY_NOTICE = (
     "photographs. For real images run with --profile hub (Hugging Face Hub access or a filled cache) or "
     "--profile magicid --magicid-weights FOLDER (weights trained with train/)."
 )
+MINI_NOTICE = (
+    "mini profile: MagicID-mini, a miniature of the method trained on about 5,600 CelebA face photos at 128 px "
+    "(non-commercial research data, 900 MMF steps); it makes small, rough face pictures that follow the pose and the "
+    "identity only weakly, not photographs. For photographs use the hub profile, or MagicID weights on an SD1.5 "
+    "model, on a GPU."
+)
 MAGICID_FILES = ("controlnet", "id_attention.safetensors", "resampler", "magicid.json")
 TINY = "tiny"  # as base_model / image_encoder in magicid.json: the tiny profile's components
 ZERO_CONV_STD = 0.05
@@ -61,7 +71,7 @@ def load_profile(
     config: ProfileConfig, embedder: FaceEmbedder | None = None
 ) -> tuple[MagicIDPipeline, IdentityEncoder]:
     """Build the pipeline and identity encoder of `config.name`, on `config.device` in `config.dtype`."""
-    loaders = {"tiny": _load_tiny, "hub": _load_hub, "magicid": _load_magicid}
+    loaders = {"tiny": _load_tiny, "mini": _load_mini, "hub": _load_hub, "magicid": _load_magicid}
     if config.name not in loaders:
         raise MagicIDError(f"Unknown profile {config.name!r}: choose one of {', '.join(loaders)}")
     device, dtype = resolve_device(config), resolve_dtype(config)  # a bad device fails before any download
@@ -113,7 +123,7 @@ def local_files_only(repo_or_folder: str) -> bool:
     """
     if is_offline():
         return True
-    if repo_or_folder in ("", TINY) or Path(repo_or_folder).expanduser().exists():
+    if repo_or_folder in ("", TINY, MINI) or Path(repo_or_folder).expanduser().exists():
         return False
     return not hub_reachable(repo_or_folder)
 
@@ -170,6 +180,18 @@ def _load_tiny(config: ProfileConfig, embedder: FaceEmbedder | None):
     pipe = build_tiny_pipeline()
     resampler = IDResampler.tiny(id_embeddings_dim=embedder.dim)
     return pipe, IdentityEncoder(resampler, pipe.image_encoder, pipe.feature_extractor, embedder)
+
+
+# --- mini ---------------------------------------------------------------------------------------------------
+
+
+def _load_mini(config: ProfileConfig, embedder: FaceEmbedder | None):
+    """The shipped MagicID-mini: its MMF weights (magicid layout) on the shipped base UNet and TAEF2."""
+    from magicid.mini import WEIGHTS_DIR
+
+    logger.info(MINI_NOTICE)
+    return _load_magicid(dataclasses.replace(config, magicid_weights=config.magicid_weights or str(WEIGHTS_DIR)),
+                         embedder)  # fmt: skip
 
 
 # --- hub ----------------------------------------------------------------------------------------------------
@@ -246,6 +268,8 @@ def adopt_faceid_plus(pipe: MagicIDPipeline, shortcut: bool = True) -> IDResampl
 
 def _load_base_model(config: ProfileConfig, local: bool, fetcher: Fetcher) -> dict:
     """UNet, VAE, text encoder, tokenizer and a DDIM scheduler of an SD1.5 checkpoint (diffusers layout)."""
+    if config.base_model == MINI:
+        return mini_base_components()
     if config.base_model == TINY:
         parts = build_tiny_components()
         return dict(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,

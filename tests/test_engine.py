@@ -248,3 +248,16 @@ def test_a_group_gets_each_identity_s_tokens_with_the_mask_of_its_own_region(eng
 def test_the_ip_adapter_baseline_gets_null_id_tokens_in_the_unconditional_branch(engine, obama, biden, monkeypatch):
     call, encoder = generate_with_spy(engine, monkeypatch, [obama, biden], id_mode="unet")
     assert np.allclose(np.asarray(call["negative_id_embeds"]), np.asarray(encoder.null_tokens(2)))
+
+
+def test_a_model_below_512_px_runs_the_layout_at_its_own_scale():
+    from magicid.engine import at_model_scale
+
+    config = GenerationConfig(prompt="p", width=1024, height=512, restore_threshold_px=100)
+    layout = Layout.from_template("portrait", 2, 1024, 512)
+    scaled, fitted, note = at_model_scale(config, layout, native_side=128)
+    assert (scaled.width, scaled.height, scaled.restore_threshold_px) == (256, 128, 25)
+    assert (fitted.width, fitted.height) == (256, 128) and "256x128" in note
+    boxes, small = layout.identity_boxes(2), fitted.identity_boxes(2)
+    assert np.allclose(np.asarray(small) * 4, np.asarray(boxes), atol=1.0)
+    assert at_model_scale(config, layout, native_side=512) == (config, layout, "")

@@ -426,7 +426,7 @@ def test_faces_join_skeletons_by_the_best_overall_fit(monkeypatch):
     """Greedy, the larger face would take skeleton A (its best head) and push the smaller face, which sits squarely on
     A's head, onto B's; the global assignment gives A the small face and B the large one. A face that barely touches
     a head (IoU under the minimum) becomes a person of its own."""
-    import magicid.layout as layout_module
+    import magicid.layout_from_photo as layout_module
     from magicid.perception import Face
 
     heads = {0.1: np.array([0.0, 0, 100, 100]), 0.2: np.array([60.0, 0, 160, 100]), 0.3: np.array([400.0, 0, 500, 100])}
@@ -443,7 +443,15 @@ def test_faces_join_skeletons_by_the_best_overall_fit(monkeypatch):
         return Face(box=box, score=0.99, kps5=kps)
 
     large, small, stray = face(30, 120), face(0, 80), face(470, 570)  # stray: IoU 0.18 with head C
-    people = layout_module._attach_faces([pose(0.1), pose(0.2), pose(0.3)], [large, small, stray], (1000, 1000))
+    people = layout_module.attach_faces([pose(0.1), pose(0.2), pose(0.3)], [large, small, stray], (1000, 1000))
     boxes = [None if person.face_box is None else np.round(person.face_box * 1000) for person in people]
     assert np.allclose(boxes[0], small.box) and np.allclose(boxes[1], large.box)
     assert boxes[2] is None and len(people) == 4 and np.allclose(boxes[3], stray.box)
+
+
+def test_portrait_template_frames_the_face_as_mini_was_trained():
+    """About half the canvas high and centred, as in MagicID-mini's 128 px crops (a face 1 / 1.8 of the side)."""
+    layout = Layout.from_template("portrait", 1, 512, 512)
+    x0, y0, x1, y1 = layout.face_box(0)
+    assert 0.4 <= (y1 - y0) / 512 <= 0.6
+    assert abs((x0 + x1) / 2 - 256) < 30 and abs((y0 + y1) / 2 - 256) < 40

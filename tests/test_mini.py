@@ -92,3 +92,43 @@ def test_base_unet_trains_exports_samples_and_resumes(prepared, tmp_path):
     scored = evaluate(tmp_path / "unet", count=2, config=config)
     assert scored["samples"] == 2 and 0 <= scored["mtcnn_p99"] <= scored["mtcnn_p90"] <= 1
     assert (tmp_path / "evaluation.png").is_file()
+
+
+def test_records_for_mmf_reuse_each_crops_face(prepared):
+    from train.idzoom import read_dataset
+
+    summary, _, _, out = prepared
+    records = read_dataset(out / "idzoom" / "train")
+    assert summary["records"]["train"]["kept"] == len(records) > 0
+    assert summary["records"]["held_out"]["kept"] + summary["records"]["held_out"]["dropped"] == 2
+    for record in records:
+        assert record.image.size == (128, 128) and record.embedder == "dlib" and record.embedding.shape == (128,)
+
+
+def test_mmf_stage_trains_on_the_base_and_loads_as_the_mini_profile(prepared, tmp_path, testdata):
+    from magicid.config import GenerationConfig, ProfileConfig
+    from magicid.engine import MagicID
+    from magicid.mini import BASE_UNET_DIR
+    from train.configs import Stage, load_config
+    from train.mini_recipe import ship
+    from train.train_mmf import train as train_mmf
+
+    _, _, _, data = prepared
+    stages = [Stage("landmark-only", "landmarks", 1), Stage("skeleton", "skeleton", 1), Stage("all", "all", 1)]
+    config = load_config("mini", train_batch_size=2, stages=stages, checkpointing_steps=3, validation_steps=3,
+                         num_validation_images=1, validation_inference_steps=2, dataloader_num_workers=0,
+                         shuffle_buffer=4, mixed_precision="no")  # fmt: skip
+    result = train_mmf(config, data / "idzoom" / "train", tmp_path / "run")
+    metadata = json.loads((result.final_dir / "magicid.json").read_text())
+    assert metadata["base_model"] == "mini" and metadata["face_embedder"] == "dlib"
+    sums = ship(result.final_dir, BASE_UNET_DIR, tmp_path / "assets")  # the shipped base stays where it is
+    shipped = tmp_path / "assets" / "mini"
+    assert json.loads((shipped / "checksums.json").read_text()) == sums and "mini/magicid.json" in sums
+    controlnet = load_file(shipped / "controlnet" / "diffusion_pytorch_model.safetensors")
+    assert {tensor.dtype for tensor in controlnet.values()} == {torch.float16}
+    engine = MagicID.from_profile(ProfileConfig(name="mini", magicid_weights=str(shipped)))
+    assert engine.pipeline.native_side == 128 and "MagicID-mini" in engine.banner()
+    identity = engine.encode_identity([testdata / "portraits" / "barack_obama" / "1.jpg"])
+    generated = engine.generate(GenerationConfig(prompt="a photo of a person", steps=2), [identity])
+    assert generated.images[0].size == (128, 128)  # the 512 px request at the model's own scale, and it says so
+    assert any("works at 128 px" in message for message in generated.messages)

@@ -312,7 +312,7 @@ def test_ddim_from_a_pndm_scheduler_config_takes_sd15_settings(tmp_path):
     assert scheduler.config.beta_schedule == "scaled_linear"
 
 
-def test_the_default_profile_is_hub_only_when_its_weights_are_cached(tmp_path, monkeypatch):
+def test_the_default_profile_is_hub_only_when_its_weights_are_cached_else_the_shipped_mini(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
     from magicid.config import default_profile_name
@@ -324,7 +324,7 @@ def test_the_default_profile_is_hub_only_when_its_weights_are_cached(tmp_path, m
     needed = [(hub.base_model, "unet/config.json"), (hub.openpose_controlnet, "config.json"),
               (hub.ip_adapter_repo, hub.ip_adapter_weight)]  # fmt: skip
     for count, (repo, filename) in enumerate(needed):
-        assert default_profile_name() == "tiny", f"{count} of {len(needed)} files cached"
+        assert default_profile_name() == "mini", f"{count} of {len(needed)} files cached"
         snapshot = tmp_path / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"
         (snapshot / filename).parent.mkdir(parents=True, exist_ok=True)
         (snapshot / filename).write_text("{}")

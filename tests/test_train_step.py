@@ -187,3 +187,17 @@ def test_null_text_rate_follows_the_config(parts, data_dir):
     assert null_share(0.0) == 0.0
     assert 0.3 < null_share(0.5) < 0.7
     assert null_share(1.0) == 1.0
+
+
+def test_the_layers_mmf_adds_learn_at_the_scaled_rate(parts):
+    from train.train_mmf import parameter_groups
+
+    config, _, model, _ = parts
+    copied, new = parameter_groups(model, dataclasses.replace(config, learning_rate=1e-4, new_layer_lr_scale=5.0))
+    assert copied["lr"] == 1e-4 and new["lr"] == pytest.approx(5e-4)
+    names = {id(p): name for name, p in model.named_parameters()}
+    new_names = [names[id(p)] for p in new["params"]]
+    for part in ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding", "to_k_ip", "resampler"):
+        assert any(part in name for name in new_names), part
+    assert not any("down_blocks.0.resnets" in names[id(p)] for p in new["params"])  # copied from the UNet
+    assert len(copied["params"]) + len(new["params"]) == sum(p.requires_grad for p in model.parameters())

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from magicid.errors import MagicIDError, TrainingDataError
 from train.idzoom import IDZoomRecord, ShardWriter, finished_sources
@@ -172,9 +173,10 @@ def downscale(image: Image.Image, max_side: int) -> Image.Image:
 
 
 def make_record(photo: Path, source: str, caption: str, config: BuildConfig, embedder,
-                kept_hashes: dict[str, int] | None = None) -> IDZoomRecord:  # fmt: skip
+                kept_hashes: dict[str, int] | None = None, known_face=None) -> IDZoomRecord:  # fmt: skip
     """Run the filters and perception on one photo; raise `Rejected` with the reason it is dropped.
-    `kept_hashes`: source -> `image_hash` of the photos kept so far, for the repeatability filter."""
+    `kept_hashes`: source -> `image_hash` of the photos kept so far, for the repeatability filter. `known_face`: the
+    photo's only face, already detected (e.g. by `train.mini_data`), instead of detecting again."""
     from magicid import perception
     from magicid.imageio import load_image
 
@@ -187,8 +189,10 @@ def make_record(photo: Path, source: str, caption: str, config: BuildConfig, emb
         raise Rejected("low_resolution", f"{image.width}x{image.height} is below {min_side} px")
     fingerprint = image_hash(image)
     check_repeats(fingerprint, kept_hashes or {}, config.duplicate_bits)
+    if known_face is not None and max(image.size) > config.max_side:
+        raise Rejected("too_large", f"a known face needs the photo at its own size (at most {config.max_side} px)")
     image = downscale(image, config.max_side)
-    faces = perception.detect_faces(image)
+    faces = [known_face] if known_face is not None else perception.detect_faces(image)
     if not faces:
         raise Rejected("no_face", "no face found")
     if len(faces) > 1:
@@ -273,8 +277,10 @@ def build_dataset(
     out_dir: str | Path,
     config: BuildConfig | None = None,
     captions_file: str | Path | None = None,
+    known_faces: dict | None = None,
 ) -> dict:
-    """Build (or resume) an IDZoom dataset from the photos under `images_dir`; return the report summary."""
+    """Build (or resume) an IDZoom dataset from the photos under `images_dir`; return the report summary.
+    `known_faces`: source -> its one `Face`, for photos whose face was already detected."""
     from magicid.perception import get_face_embedder
 
     config = config or BuildConfig()
@@ -288,13 +294,13 @@ def build_dataset(
     skip = finished | report.dropped_sources()
     kept_hashes = {source: value for source, value in report.kept_hashes().items() if source in finished}
     with ShardWriter(out_dir, config.records_per_shard) as writer:
-        for photo in photos:
+        for photo in tqdm(photos, desc="IDZoom", unit="photo"):
             source = photo.relative_to(images_dir).as_posix()
             if source in skip:
                 continue
             try:
                 record = make_record(photo, source, caption_for(photo, source, captions, config.default_caption),
-                                     config, embedder, kept_hashes)  # fmt: skip
+                                     config, embedder, kept_hashes, (known_faces or {}).get(source))  # fmt: skip
             except Rejected as rejection:
                 report.dropped(source, rejection.code, str(rejection))
                 logger.info("dropped %s: %s", source, rejection)

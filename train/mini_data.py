@@ -7,7 +7,9 @@ see train/README.md for where to get the 6,300-image subset). `--identities` map
 (`000001.jpg 2880` per line). Per photo: the largest MTCNN face, a square crop of `CROP_SCALE` x its box side centred
 on it (mirrored where it leaves the photo), resized to 128 px and saved as JPEG; its face box and five points in crop
 pixels go to `index.jsonl`. Every `HELD_OUT_EVERY`-th identity (sorted by number) is held out for evaluation. Then
-`latents-128.safetensors` holds TAEF2 latents of every training crop and of its mirror image.
+`latents-128.safetensors` holds TAEF2 latents of every training crop and of its mirror image (the base stage), and
+`idzoom/train/`, `idzoom/held_out/` hold IDZoom records of the crops (skeleton, landmarks, mask, dlib embedding;
+the MMF stage and the evaluation), built by `train.build_dataset` with the faces found here.
 
 Resumable: photos already in `index.jsonl` (or in `skipped.jsonl`) are not analysed again, and the latents are
 recomputed only when the index has grown.
@@ -130,7 +132,8 @@ def prepare(photos_dir: Path, identities_file: Path, out_dir: Path, limit: int |
             index.flush()
     entries = read_jsonl(index_path)
     encode_latents(out_dir, [entry for entry in entries if entry["split"] == "train"])
-    return {"crops": len(entries), "train": sum(e["split"] == "train" for e in entries),
+    records = {split: build_records(out_dir, entries, split) for split in ("train", "held_out")}
+    return {"records": records, "crops": len(entries), "train": sum(e["split"] == "train" for e in entries),
             "held_out": sum(e["split"] == "held_out" for e in entries), "skipped": len(read_jsonl(skipped_path)),
             "identities": len(everyone)}  # fmt: skip
 
@@ -153,6 +156,22 @@ def encode_latents(out_dir: Path, entries: list[dict]) -> Path:
     save_file({"latents": torch.cat(latents), "flipped": torch.cat(flipped)}, path,
               metadata={"files": json.dumps([entry["file"] for entry in entries])})  # fmt: skip
     return path
+
+
+def build_records(out_dir: Path, entries: list[dict], split: str) -> dict:
+    """IDZoom records of one split's crops (resumable), reusing each crop's MTCNN face; the report summary."""
+    from magicid.perception.faces import Face
+    from train.build_dataset import BuildConfig, build_dataset
+
+    crops = out_dir / "crops" / split
+    faces = {
+        Path(entry["file"]).relative_to(f"crops/{split}").as_posix(): Face(
+            box=np.asarray(entry["face_box"], np.float64), score=1.0, kps5=np.asarray(entry["kps5"], np.float64))
+        for entry in entries if entry["split"] == split
+    }  # fmt: skip
+    config = BuildConfig(min_side=CROP_SIDE, max_side=CROP_SIDE, face_crop_px=112, embedder="dlib",
+                         records_per_shard=500, mask_blur_px=3)  # fmt: skip
+    return build_dataset(crops, out_dir / "idzoom" / split, config, known_faces=faces)
 
 
 def _pixels(image: Image.Image) -> torch.Tensor:

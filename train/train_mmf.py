@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration, set_seed
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 from PIL import Image, ImageChops
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
@@ -105,7 +106,17 @@ def load_models(config: MMFConfig, id_embeddings_dim: int) -> tuple[FrozenModels
     """Frozen SD1.5 parts + a fresh trainable `MMFModel` for `config.base` (`tiny` or an SD1.5 folder/hub id)."""
     from diffusers import ControlNetModel, DDPMScheduler
 
-    if config.base == "tiny":
+    from magicid.mini import BASE_UNET_DIR, MINI, mini_base_components
+    from magicid.tiny import tiny_image_encoder
+
+    if config.base == MINI:
+        parts = mini_base_components(config.base_unet or BASE_UNET_DIR)
+        vae, unet, text_encoder, tokenizer = parts["vae"], parts["unet"], parts["text_encoder"], parts["tokenizer"]
+        image_encoder, feature_extractor = tiny_image_encoder()
+        controlnet = ControlNetModel.from_unet(unet)
+        resampler = IDResampler.tiny(id_embeddings_dim, image_encoder.config.hidden_size, unet.config.cross_attention_dim)
+        scheduler_config = dict(parts["scheduler"].config)
+    elif config.base == "tiny":
         from magicid.tiny import build_tiny_components
 
         parts = build_tiny_components()
@@ -164,6 +175,21 @@ def _load_pretrained(config: MMFConfig):
         ) from error
 
 
+NEW_LAYERS = ("controlnet.controlnet_down_blocks.", "controlnet.controlnet_mid_block.", "controlnet.controlnet_cond_embedding.",
+              "resampler.", ".to_k_ip.", ".to_v_ip.")  # fmt: skip
+
+
+def parameter_groups(model: MMFModel, config: MMFConfig) -> list[dict]:
+    """The layers MMF adds (zero convolutions, hint encoder, ID projections, resampler) at `new_layer_lr_scale` x the
+    learning rate; the encoder copied from the UNet at the learning rate. Scale 1 (the paper): one rate for all."""
+    new, copied = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (new if any(part in name for part in NEW_LAYERS) else copied).append(parameter)
+    return [{"params": copied, "lr": config.learning_rate},
+            {"params": new, "lr": config.learning_rate * config.new_layer_lr_scale}]  # fmt: skip
+
+
 def dataset_embedding_dim(data_dir: Path) -> tuple[int, str]:
     """Face embedding size and embedder name of a dataset (from its first record)."""
     paths = shard_paths(data_dir)
@@ -177,7 +203,7 @@ def encode_batch(frozen: FrozenModels, batch: dict, weight_dtype: torch.dtype, d
     """Latents (x scaling factor), text embeddings and CLIP-vision penultimate states of a batch (no gradients)."""
     with torch.no_grad():
         pixels = batch["pixel_values"].to(device, weight_dtype)
-        latents = frozen.vae.encode(pixels).latent_dist.sample() * frozen.vae.config.scaling_factor
+        latents = retrieve_latents(frozen.vae.encode(pixels)) * frozen.vae.config.scaling_factor
         text = frozen.text_encoder(batch["input_ids"].to(device), return_dict=False)[0]
         clip = frozen.image_encoder(
             batch["clip_pixel_values"].to(device, weight_dtype), output_hidden_states=True
@@ -459,7 +485,7 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
         model.controlnet.enable_gradient_checkpointing()
     recorder = IDContributionRecorder(model.controlnet)
     optimizer = torch.optim.Adam(
-        [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+        parameter_groups(model, config), lr=config.learning_rate,
         betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon, weight_decay=config.weight_decay,
     )  # fmt: skip
     model, optimizer = accelerator.prepare(model, optimizer)

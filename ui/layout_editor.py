@@ -145,7 +145,7 @@ def _view(
 def _from_template(fns: LayoutFns, name: str, count: int, size_value: str, names: list[str]) -> tuple:
     with user_errors():
         new = fns.template(name, int(count), *parse_size(size_value))
-    return _view(new, f"Template **{name}** with {int(count)} people. {DRAG_HINT}", names=names)
+    return _view(new, f"Template **{name}** with {people_count(int(count))}. {DRAG_HINT}", names=names)
 
 
 def _on_count(fns: LayoutFns, count: int, current: Layout, name: str, size_value: str, names: list[str]) -> tuple:
@@ -163,7 +163,7 @@ def _on_size(size_value: str, current: Layout, names: list[str]) -> tuple:
 def _on_extract(fns: LayoutFns, path: str | None, size_value: str, count: int, names: list[str]) -> tuple:
     with user_errors():
         new = fns.from_photo(path, *parse_size(size_value), int(count))
-    return _view(new, f"Found {len(new.people)} people in the photo; identities assigned left to right.", names=names)
+    return _view(new, f"Found {people_count(len(new.people))} in the photo; identities assigned left to right.", names=names)
 
 
 def _on_upload(fns: LayoutFns, file, count: int, names: list[str]) -> tuple:
@@ -171,7 +171,7 @@ def _on_upload(fns: LayoutFns, file, count: int, names: list[str]) -> tuple:
         new = fns.from_file(getattr(file, "name", file))
         if not any(p.identity is not None for p in new.people) and len(new.people) >= int(count):
             new = new.assign_identities(int(count))
-    return _view(new, f"Loaded a layout with {len(new.people)} people.", names=names)
+    return _view(new, f"Loaded a layout with {people_count(len(new.people))}.", names=names)
 
 
 def _on_export(current: Layout):
@@ -245,3 +245,7 @@ def _identity_label(identity, names: list[str] | None = None) -> str:
         return "nobody"
     identity = int(identity)
     return names[identity] if names and identity < len(names) and names[identity] else f"Person {identity + 1}"
+
+
+def people_count(count: int) -> str:
+    return "1 person" if count == 1 else f"{count} people"

@@ -19,7 +19,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser, override_fields: tupl
     """`--profile` and one `--<field>` per overridable `ProfileConfig` field."""
     parser.add_argument(
         "--profile", choices=PROFILES, default=None,
-        help="model profile (default: env MAGICID_PROFILE; else hub where its weights are cached, else tiny)",
+        help="model profile (default: env MAGICID_PROFILE; else hub where its weights are cached, else mini)",
     )  # fmt: skip
     for field in override_fields:
         option = "--" + field.replace("_", "-")

@@ -1,0 +1,44 @@
+"""`python -m magicid evaluate`: the paper's tables for a profile, on a folder of identities."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from magicid.commands.shared import add_profile_arguments, engine_from_args
+
+
+HELP = "Run an evaluation suite (single, group, fullbody) and write results.json and table.md."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", required=True, choices=("single", "group", "fullbody"), help="which table")
+    parser.add_argument("--identities", required=True, type=Path,
+                        help="folder with one sub-folder of photos per person (e.g. data/mini/crops/held_out)")  # fmt: skip
+    parser.add_argument("--out", required=True, type=Path, help="output folder (resumable)")
+    parser.add_argument("--judge", default="auto", choices=("auto", "arcface", "fr_feature", "dlib"),
+                        help="identity judge; auto: ArcFace if present, else fr_feature (never the conditioning embedder)")  # fmt: skip
+    parser.add_argument("--allow-conditioning-judge", action="store_true",
+                        help="let the embedder that conditions the model judge it too (biased; for comparison only)")  # fmt: skip
+    parser.add_argument("--limit", type=int, default=None, help="only the first N cases")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the paper's 30)")
+    parser.add_argument("--template", default=None, help="layout template (default: portrait; full-body for fullbody)")
+    parser.add_argument("--prompt", default="a photo of a person")
+    parser.add_argument("--seed", type=int, default=0)
+    add_profile_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from magicid.evaluation.judges import pick_judge
+    from magicid.evaluation.runner import evaluate
+    from magicid.evaluation.suites import build_suite
+
+    suite = build_suite(args.suite, args.identities, args.limit, args.template, args.prompt, args.seed)
+    engine = engine_from_args(args)
+    conditioning = engine.identity_encoder.embedder.name
+    judge = pick_judge(args.judge, conditioning, args.allow_conditioning_judge)
+    results = evaluate(engine, suite, judge, args.out, args.steps)
+    print((args.out / "table.md").read_text())
+    print(json.dumps({"results": str(args.out / "results.json"), "rows": len(results["rows"])}))
+    return 0

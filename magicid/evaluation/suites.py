@@ -1,0 +1,106 @@
+"""Evaluation suites as data: a case is identity photos + a layout template + a prompt + a seed; a suite is its
+cases and the ablation rows the paper's table compares. Suites are built from a folder with one sub-folder of
+photos per person (a user's own, or `train.mini_data`'s held-out identities) and saved as `suite.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from magicid.errors import MagicIDError
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+KINDS = ("single", "group", "fullbody")
+
+
+@dataclass
+class PersonPhotos:
+    name: str
+    condition: list[str]  # photos the identity is encoded from
+    judge: list[str]  # photos the judge's reference is taken from (all of the person's photos)
+
+
+@dataclass
+class Case:
+    case_id: str
+    people: list[PersonPhotos]
+    template: str
+    width: int
+    height: int
+    prompt: str
+    seed: int
+
+
+@dataclass
+class Row:
+    """One line of the table: a name and the generation settings it changes."""
+
+    name: str
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class Suite:
+    name: str
+    kind: str
+    cases: list[Case]
+    rows: list[Row]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Suite:
+        data = json.loads(text)
+        cases = [Case(**{**case, "people": [PersonPhotos(**p) for p in case["people"]]}) for case in data["cases"]]
+        return cls(data["name"], data["kind"], cases, [Row(**row) for row in data["rows"]])
+
+
+def rows_for(kind: str) -> list[Row]:
+    """The ablations of each suite (the paper's Tables 1-3), plus `ID off`, which shows what the ID path adds."""
+    if kind == "single":
+        return [Row("MagicID"), Row("ID off", {"id_scale": 0.0})]
+    if kind == "group":
+        return [Row("MagicID"), Row("MGMICA off", {"masked_id_attention": False}), Row("ID off", {"id_scale": 0.0})]
+    return [Row("MagicID + DIIR", {"restore_small_faces": True}), Row("DIIR off", {"restore_small_faces": False})]
+
+
+def people_in(folder: Path) -> list[PersonPhotos]:
+    """One person per sub-folder with at least one photo, sorted by name; the first photo conditions."""
+    if not folder.is_dir():
+        raise MagicIDError(f"--identities {folder.name}: not a folder (use one sub-folder of photos per person)")
+    people = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        photos = sorted(str(p) for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if photos:
+            people.append(PersonPhotos(sub.name, photos[:1], photos))
+    if len(people) < 2:
+        raise MagicIDError(f"--identities {folder.name} needs at least 2 sub-folders of photos (one per person)")
+    return people
+
+
+def build_suite(kind: str, folder: Path, limit: int | None = None, template: str | None = None,
+                prompt: str = "a photo of a person", seed: int = 0) -> Suite:  # fmt: skip
+    """`single`: one case per person; `group`: people two and three at a time; `fullbody`: one small full-body
+    person per case (DIIR's setting)."""
+    if kind not in KINDS:
+        raise MagicIDError(f"unknown suite {kind!r}: choose one of {', '.join(KINDS)}")
+    people = people_in(folder)
+    if kind == "group":
+        groups, start = [], 0
+        while start + 2 <= len(people):
+            size = 2 if len(groups) % 2 == 0 or start + 3 > len(people) else 3
+            groups.append(people[start : start + size])
+            start += size
+    else:
+        groups = [[person] for person in people]
+    default_template = {"single": "portrait", "group": "portrait", "fullbody": "full-body"}[kind]
+    cases = []
+    for index, group in enumerate(groups[:limit]):
+        width = 1024 if len(group) > 1 else 512
+        cases.append(Case(f"{kind}-{index:03d}", group, template or default_template, width, 512, prompt,
+                          seed + index))  # fmt: skip
+    return Suite(f"{kind} ({folder.name})", kind, cases, rows_for(kind))

@@ -1,0 +1,137 @@
+"""`python -m magicid evaluate`: metrics against hand-computed values, judge choice, suites, and a smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from magicid.errors import MissingWeightsError
+from magicid.evaluation.judges import pick_judge
+from magicid.evaluation.metrics import PersonScore, aggregate, pose_error, score_image
+from magicid.evaluation.runner import TABLE_COLUMNS
+from magicid.evaluation.suites import Suite, build_suite
+from magicid.perception.faces import Face
+
+
+class BoxJudge:
+    """Embeds a face by where it is: faces left of x=100 look like person 0, the others like person 1."""
+
+    name = "box"
+    dim = 2
+
+    def embed(self, image, face):
+        return np.array([1.0, 0.0]) if face.box[0] < 100 else np.array([0.0, 1.0])
+
+
+def face_at(x0: float, y0: float = 20, side: float = 40) -> Face:
+    eyes_y, nose_y = y0 + side * 0.4, y0 + side * 0.6
+    kps5 = np.array([[x0 + side * 0.3, eyes_y], [x0 + side * 0.7, eyes_y], [x0 + side * 0.5, nose_y],
+                     [x0 + side * 0.35, y0 + side * 0.8], [x0 + side * 0.65, y0 + side * 0.8]])  # fmt: skip
+    return Face(box=np.array([x0, y0, x0 + side, y0 + side], float), score=0.99, kps5=kps5)
+
+
+def skeleton_for(face: Face) -> np.ndarray:
+    pose = np.zeros((18, 3))
+    pose[0, :2], pose[14, :2], pose[15, :2] = face.kps5[2], face.kps5[0], face.kps5[1]
+    pose[[0, 14, 15], 2] = 1
+    return pose
+
+
+REFERENCES = [np.array([1.0, 0.0]), np.array([0.0, 1.0])]
+IMAGE = Image.new("RGB", (256, 128))
+
+
+def test_faces_at_their_boxes_score_their_own_reference():
+    faces = [face_at(20), face_at(150)]
+    regions = [face.box for face in faces]
+    scores = score_image(IMAGE, faces, regions, REFERENCES, REFERENCES[::-1], [skeleton_for(f) for f in faces],
+                         BoxJudge())  # fmt: skip
+    assert [s.status for s in scores] == ["ok", "ok"]
+    assert [s.face_sim for s in scores] == [pytest.approx(1.0)] * 2
+    assert [s.shuffled_sim for s in scores] == [pytest.approx(0.0)] * 2
+    assert all(s.nearest_is_own for s in scores)
+    assert all(s.pose_error == pytest.approx(0.0) for s in scores)
+
+
+def test_a_face_away_from_its_box_scores_zero():
+    """The IoU > 0.5 rule: a face of the right person drawn at the wrong place is not counted."""
+    faces = [face_at(20)]
+    regions = [np.array([20.0, 80, 60, 120])]  # below the face: IoU 0
+    scores = score_image(IMAGE, faces, regions, REFERENCES[:1], REFERENCES[1:], [np.zeros((18, 3))], BoxJudge())
+    assert scores[0].status in ("missing", "misplaced") and scores[0].face_sim == 0.0
+    row = aggregate(scores, [1.0], BoxJudge())
+    assert row["face_sim"] == 0.0 and row["found_at_box"] == 0.0 and row["own_beats_shuffled"] is None
+
+
+def test_a_swapped_pair_scores_lower_than_the_right_order():
+    faces = [face_at(20), face_at(150)]
+    regions = [face.box for face in faces]
+    right = aggregate(score_image(IMAGE, faces, regions, REFERENCES, REFERENCES[::-1], [np.zeros((18, 3))] * 2,
+                                  BoxJudge()), [1.0], BoxJudge())  # fmt: skip
+    swapped = aggregate(score_image(IMAGE, faces, regions, REFERENCES[::-1], REFERENCES, [np.zeros((18, 3))] * 2,
+                                    BoxJudge()), [1.0], BoxJudge())  # fmt: skip
+    assert right["face_sim"] > swapped["face_sim"]
+    assert right["nearest_is_own"] == 1.0 and swapped["nearest_is_own"] == 0.0
+    assert right["own_beats_shuffled"] == 1.0 and swapped["own_beats_shuffled"] == 0.0
+
+
+def test_pose_error_is_the_eye_and_nose_distance_over_the_face_size():
+    face = face_at(20, side=40)
+    skeleton = skeleton_for(face)
+    skeleton[[0, 14, 15], 0] += 4  # every point 4 px to the right: 10% of a 40 px face
+    assert pose_error(face, skeleton) == pytest.approx(0.1)
+    assert pose_error(face, np.zeros((18, 3))) is None
+
+
+def test_aggregate_counts_missing_and_duplicates():
+    scores = [PersonScore("ok", 0.8, 0.9, 0.1, None, 0.05), PersonScore("missing", 0.0, 0.0, None, None, None),
+              PersonScore("duplicate", 0.6, 0.7, 0.7, None, None), PersonScore("ok", 0.4, 0.6, 0.5, None, 0.15)]  # fmt: skip
+    row = aggregate(scores, [2.0, 4.0], BoxJudge())
+    assert row["face_sim"] == pytest.approx(0.45)  # (0.8 + 0 + 0.6 + 0.4) / 4: missing counts as 0
+    assert row["found_at_box"] == 0.75 and row["missing"] == 0.25 and row["duplicate"] == 0.25
+    assert row["own_beats_shuffled"] == pytest.approx(1 / 3)  # 0.8 > 0.1 only
+    assert row["pose_error"] == pytest.approx(0.1) and row["seconds_per_image"] == 3.0
+
+
+def test_the_conditioning_embedder_never_judges_by_default():
+    with pytest.raises(MissingWeightsError, match="conditions this model"):
+        pick_judge("dlib", conditioning="dlib")
+    assert pick_judge("dlib", conditioning="dlib", allow_conditioning=True).name == "dlib"
+
+
+def test_suites_are_built_from_one_folder_per_person(testdata, tmp_path):
+    single = build_suite("single", testdata / "portraits")
+    assert len(single.cases) == len([p for p in (testdata / "portraits").iterdir() if p.is_dir()])
+    assert [row.name for row in single.rows] == ["MagicID", "ID off"]
+    group = build_suite("group", testdata / "portraits", limit=3)
+    assert [len(case.people) for case in group.cases] == [2, 3, 2]
+    assert {row.name for row in group.rows} == {"MagicID", "MGMICA off", "ID off"}
+    assert Suite.from_json(group.to_json()) == group
+    with pytest.raises(Exception, match="sub-folder"):
+        build_suite("single", tmp_path)
+
+
+def test_smoke_run_writes_a_table_with_every_row_and_column(testdata, tmp_path):
+    out = tmp_path / "eval"
+    command = [sys.executable, "-m", "magicid", "evaluate", "--suite", "group", "--identities",
+               str(testdata / "portraits"), "--out", str(out), "--profile", "tiny", "--limit", "1", "--steps", "1",
+               "--judge", "dlib", "--allow-conditioning-judge"]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) >= {"suite", "profile", "judge", "settings", "versions", "rows", "cases", "not_measured"}
+    assert results["profile"] == "tiny" and results["judge"] == "dlib"
+    assert set(results["rows"]) == {"MagicID", "MGMICA off", "ID off"}
+    for row in results["rows"].values():
+        assert row["cases"] == 1 and {key for key, _ in TABLE_COLUMNS} <= set(row)
+    assert len(results["cases"]) == 3 and all(len(case["scores"]) == 2 for case in results["cases"])
+    table = (out / "table.md").read_text()
+    assert all(f"| {name} |" in table for name in results["rows"]) and all(t in table for _, t in TABLE_COLUMNS)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0
+    assert len((out / "cases.jsonl").read_text().splitlines()) == 3  # resumed: nothing generated again
