@@ -30,7 +30,6 @@ except ImportError:
 
 GENERATE_GPU_SECONDS = 120
 RESTORE_GPU_SECONDS = 90
-ENCODE_GPU_SECONDS = 20
 UPLOAD_MAX_AGE_S = 7200  # the footer promises uploads are deleted within two hours
 
 
@@ -61,13 +60,13 @@ def on_gpu(function, seconds: int):
 
 
 def create_app(engine, settings: Settings | None = None) -> gr.Blocks:
-    """The app over `engine` (a `magicid.engine.MagicID` or anything with its interface)."""
+    """The app over `engine` (a `magicid.engine.MagicID` or anything with its interface). Only the handlers that
+    run the diffusion models hold a GPU; identity encoding (face detection and embedding) runs on the CPU."""
     settings = settings or Settings()
     handlers = AppHandlers(engine, settings.limits)
     handlers.generate = on_gpu(handlers.generate, GENERATE_GPU_SECONDS)
     handlers.restore = on_gpu(handlers.restore, RESTORE_GPU_SECONDS)
     handlers.fix_faces = on_gpu(handlers.fix_faces, RESTORE_GPU_SECONDS)
-    handlers.encode_identity = on_gpu(handlers.encode_identity, ENCODE_GPU_SECONDS)
     app_settings = AppSettings(max_images=settings.max_images, limits=settings.limits)
     return build_app(handlers, engine.banner(), engine.is_miniature, app_settings)
 
@@ -89,6 +88,11 @@ def main() -> None:
     sweep_stale_uploads(max_age_s=UPLOAD_MAX_AGE_S)  # what a crashed instance left behind
     engine = MagicID.from_profile(ProfileConfig.from_env(settings.profile))
     print(f"MagicID: the {settings.profile} profile (MAGICID_PROFILE chooses; default: hub when its weights are cached)")
+    if spaces is not None:
+        # ZeroGPU forks a worker per GPU call: models loaded there would load again for every handler and worker.
+        # Loaded here, in the main process, onto "cuda" (which ZeroGPU emulates until a call holds the GPU).
+        print("MagicID: loading the models at start-up (ZeroGPU)")
+        engine.preload()
     demo = create_app(engine, settings)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1).launch(**launch_options(settings))
 

@@ -26,6 +26,7 @@ from magicid.config import (
 )
 from magicid.errors import InvalidSettingError, MagicIDError
 from magicid.identity import Identity, IdentityEncoder
+from magicid.perception.analysis import ImageAnalysis
 from magicid.pipeline import MagicIDPipeline
 
 
@@ -44,6 +45,7 @@ class GenerationResult:
     report: list = field(default_factory=list)  # magicid.facesim.FaceMatch per identity (per image, in order)
     messages: list[str] = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
+    analyses: list = field(default_factory=list)  # perception.ImageAnalysis of each image, as the report saw it
 
 
 class MagicID:
@@ -101,6 +103,12 @@ class MagicID:
                     self._models = _LOADED[key] = load_profile(self.profile)
                 self._models[0].set_progress_bar_config(disable=True)
             return self._models
+
+    def preload(self) -> MagicID:
+        """Load the profile's models and face embedder now rather than on first use (a server's start-up)."""
+        _, encoder = self._load()
+        encoder.embedder  # noqa: B018 (loads it)
+        return self
 
     @property
     def pipeline(self) -> MagicIDPipeline:
@@ -160,19 +168,21 @@ class MagicID:
         messages += [scale_note] if scale_note else []
         if self.is_miniature:
             messages.insert(0, "Miniature untrained model (tiny profile): the pictures are not photographs.")
-        images, debug_images = list(output.images), _condition_debug_images(conditions)
+        analyses = [ImageAnalysis(image, limits=self.limits) for image in output.images]
+        debug_images = _condition_debug_images(conditions)
         restored = _should_restore(config, conditions.layout, len(identities))
         if restored:
-            images = self._restore_all(
-                images, identities, config, conditions.layout, debug_images, messages, progress
+            analyses = self._restore_all(
+                analyses, identities, config, conditions.layout, debug_images, messages, progress
             )
-        report = self._report(images, conditions.layout, identities, messages)
+        report = self._report(analyses, conditions.layout, identities, messages)
         return GenerationResult(
-            images=images,
+            images=[analysis.image for analysis in analyses],
             debug_images=debug_images,
             report=report,
             messages=messages,
             parameters=self._parameters(config, identities, conditions.layout, restored),
+            analyses=analyses,
         )
 
     def restore(self, image, references: list[Identity], config: DIIRConfig | None = None, progress=None):
@@ -193,70 +203,72 @@ class MagicID:
         """
         from magicid import diir
         from magicid.imageio import load_image
-        from magicid.perception import detect_faces
 
         if not identities:
             raise MagicIDError("Add at least one identity (a photo of the person's face) to fix faces")
-        image = load_image(image, self.limits)
+        analysis = ImageAnalysis(load_image(image, self.limits), limits=self.limits)
+        image = analysis.image
         layout = layout if image.size == (layout.width, layout.height) else layout.fit_to(*image.size)
-        faces = detect_faces(image)
-        failing = self._failing_identities(image, identities, layout, faces)
+        failing = self._failing_identities(analysis, identities, layout)
         if not failing:
             message = "Every identity passes the identity check: the image is unchanged"
-            return diir.RestorationResult(image=image.copy(), messages=[message])
-        chosen, assignment, skipped = faces_for_identities(faces, layout.identity_boxes(len(identities)), failing)
+            return diir.RestorationResult(image=image.copy(), messages=[message], analysis=analysis)
+        boxes = layout.identity_boxes(len(identities))
+        chosen, assignment, skipped = faces_for_identities(analysis.faces, boxes, failing)
         messages = [f"{_name(identities, index)}: no face overlaps their region, nothing to fix" for index in skipped]
         if not chosen:
             messages.append("No face to fix: the image is unchanged (try another seed)")
-            return diir.RestorationResult(image=image.copy(), messages=messages)
+            return diir.RestorationResult(image=image.copy(), messages=messages, analysis=analysis)
         config = config or DIIRConfig()
         validate_diir_config(config, self.limits)
         pipe, encoder = self._load()
-        result = diir.restore(pipe, encoder, image, identities, config, chosen, assignment, progress, self.limits)
+        result = diir.restore(pipe, encoder, analysis, identities, config, chosen, assignment, progress, self.limits)
         result.messages = messages + list(result.messages)
         return result
 
-    def check_identities(self, image, identities: list[Identity], layout, faces: list | None = None) -> list:
-        """One image's identity check: a `facesim.FaceMatch` per identity (FaceSim, IoU with its region, status)."""
+    def check_identities(self, image, identities: list[Identity], layout) -> list:
+        """One image's identity check: a `facesim.FaceMatch` per identity (FaceSim, IoU with its region, status).
+        `image` may be its `ImageAnalysis` (as `GenerationResult.analyses` and `RestorationResult.analysis` hold)."""
         from magicid.group import identity_report
 
-        return identity_report(image, layout, identities, embedder=self.identity_encoder.embedder, faces=faces)
+        return identity_report(image, layout, identities, embedder=self.identity_encoder.embedder)
 
     # --- helpers --------------------------------------------------------------------------------------------
 
-    def _restore_all(self, images, identities, config, layout, debug_images, messages, progress):
-        """DIIR on each generated image; each small face keeps the identity the layout put there."""
+    def _restore_all(self, analyses, identities, config, layout, debug_images, messages, progress) -> list:
+        """DIIR on each generated image; each small face keeps the identity the layout put there. Returns the
+        analyses of the restored images."""
         from magicid import diir
 
         pipe, encoder = self._load()
         diir_config = DIIRConfig(threshold_px=config.restore_threshold_px, seed=config.seed)
         boxes = layout.identity_boxes(len(identities))
         restored = []
-        for image in images:
-            faces = diir.small_faces(image, diir_config.threshold_px)
+        for analysis in analyses:
+            faces = analysis.faces_smaller_than(diir_config.threshold_px)
             faces, assignment, _ = faces_for_identities(faces, boxes, list(range(len(identities))))
-            result = diir.restore(pipe, encoder, image, identities, diir_config, faces, assignment, progress)
-            restored.append(result.image)
+            result = diir.restore(pipe, encoder, analysis, identities, diir_config, faces, assignment, progress)
+            restored.append(result.analysis)
             debug_images += result.debug_images
             messages += result.messages
         return restored
 
-    def _report(self, images, layout, identities, messages) -> list:
+    def _report(self, analyses, layout, identities, messages) -> list:
         from magicid.group import report_lines
 
         report, names = [], [identity.name for identity in identities]
-        for index, image in enumerate(images):
-            matches = self.check_identities(image, identities, layout)
+        for index, analysis in enumerate(analyses):
+            matches = self.check_identities(analysis, identities, layout)
             report += matches
-            prefix = f"image {index + 1}: " if len(images) > 1 else ""
+            prefix = f"image {index + 1}: " if len(analyses) > 1 else ""
             messages += [prefix + line for line in report_lines(matches, names)]
         return report
 
-    def _failing_identities(self, image, identities, layout, faces) -> list[int]:
+    def _failing_identities(self, analysis, identities, layout) -> list[int]:
         from magicid.facesim import same_person_threshold
 
         threshold = same_person_threshold(self.identity_encoder.embedder)
-        report = self.check_identities(image, identities, layout, faces=faces)
+        report = self.check_identities(analysis, identities, layout)
         return [match.identity for match in report if is_failing(match, threshold)]
 
     def _parameters(self, config: GenerationConfig, identities, layout, restored: bool) -> dict:

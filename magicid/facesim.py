@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from magicid.perception.analysis import ImageAnalysis
 from magicid.perception.embedders import FaceEmbedder, get_face_embedder, identity_similarity
-from magicid.perception.faces import Face, detect_faces
+from magicid.perception.faces import Face
 
 
 IOU_THRESHOLD = 0.5
@@ -44,13 +45,13 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def face_sim(
-    image: Image.Image,
+    image: Image.Image | ImageAnalysis,
     regions: list[np.ndarray],
     references: list[np.ndarray],
     embedder: FaceEmbedder | None = None,
-    faces: list[Face] | None = None,
 ) -> list[FaceMatch]:
-    """Per-identity FaceSim of a generated group photo.
+    """Per-identity FaceSim of a generated group photo (or of its `ImageAnalysis`, whose faces and embeddings are
+    then reused).
 
     `regions[i]` is the box (pixels) where identity i was placed and `references[i]` its embedding. Status:
     - "ok": a face overlaps the region with IoU > 0.5 and is scored against the reference;
@@ -61,8 +62,8 @@ def face_sim(
     if len(regions) != len(references):
         raise ValueError(f"{len(regions)} regions but {len(references)} references")
     embedder = embedder or get_face_embedder()
-    faces = detect_faces(image) if faces is None else faces
-    embeddings = [embedder.embed(image, face) for face in faces]
+    analysis = ImageAnalysis.of(image)
+    faces, embeddings = analysis.faces, analysis.embeddings(embedder)
     similarity = np.array([[identity_similarity(ref, emb) for emb in embeddings] for ref in references])
     overlap = np.array([[iou(face.box, region) for face in faces] for region in regions])
     threshold = same_person_threshold(embedder)

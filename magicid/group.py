@@ -16,6 +16,7 @@ from PIL import Image
 
 from magicid.facesim import FaceMatch, face_sim, mean_face_sim
 from magicid.layout import Layout
+from magicid.perception.analysis import ImageAnalysis
 
 
 STATUS_TEXT = {
@@ -52,21 +53,21 @@ def group_conditions(
     return GroupConditions(fitted, fitted.render_condition(), masks, warnings)
 
 
-def identity_report(
-    image: Image.Image, layout: Layout, identities: list, embedder=None, faces: list | None = None
-) -> list[FaceMatch]:
+def identity_report(image: Image.Image | ImageAnalysis, layout: Layout, identities: list, embedder=None) -> list[FaceMatch]:
     """Per identity: the generated face in its layout region (IoU > 0.5), its FaceSim to the reference, a status.
 
-    `identities` are `magicid.identity.Identity` objects (or plain embeddings); `layout` is the one generated
-    from (it is fitted to the image if the sizes differ).
+    `image` may be the image's `ImageAnalysis` (its faces and embeddings are reused). `identities` are
+    `magicid.identity.Identity` objects (or plain embeddings); `layout` is the one generated from (it is fitted to
+    the image if the sizes differ).
     """
     if not identities:
         return []
-    if image.size != (layout.width, layout.height):
-        layout = layout.fit_to(*image.size)
+    analysis = ImageAnalysis.of(image)
+    if analysis.size != (layout.width, layout.height):
+        layout = layout.fit_to(*analysis.size)
     regions = layout.identity_boxes(len(identities))
     references = [np.asarray(getattr(identity, "embedding", identity), dtype=np.float32) for identity in identities]
-    return face_sim(image.convert("RGB"), regions, references, embedder=embedder, faces=faces)
+    return face_sim(analysis, regions, references, embedder=embedder)
 
 
 def report_lines(matches: list[FaceMatch], names: list[str] | None = None) -> list[str]:

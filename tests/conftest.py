@@ -24,6 +24,15 @@ def testdata() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tiny_is_the_default_profile():
+    """The suite runs on the random `tiny` profile unless a test names another: the shipped default (`mini`) is
+    slower, and its own tests (test_mini_shipped, test_profiles) clear this variable to test the real default."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MAGICID_PROFILE", "tiny")
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_components():
     """The tiny profile's diffusion components, built once per test session (read-only: copy before mutating)."""

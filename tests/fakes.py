@@ -58,12 +58,14 @@ class FakeEngine:
         self.calls.append(("fix_faces", image, len(identities), layout, config))
         failing = self._failing(len(identities))
         if not failing:
-            return SimpleNamespace(image=image, faces=[], debug_images=[], messages=["the image is unchanged"])
+            return SimpleNamespace(image=image, faces=[], debug_images=[], messages=["the image is unchanged"],
+                                   analysis=image)  # fmt: skip
         fixed = Image.eval(image.convert("RGB"), lambda value: value // 2)
         faces = [SimpleNamespace(reference=index) for index in failing]
-        return SimpleNamespace(image=fixed, faces=faces, debug_images=[(fixed, "after")], messages=["faces fixed"])
+        return SimpleNamespace(image=fixed, faces=faces, debug_images=[(fixed, "after")], messages=["faces fixed"],
+                               analysis=fixed)  # fmt: skip
 
-    def check_identities(self, image, identities, layout, faces=None):
+    def check_identities(self, image, identities, layout):
         self.calls.append(("check_identities", len(identities)))
         return self._report(len(identities), fixed=True)
 

@@ -235,7 +235,10 @@ def test_faces_are_matched_to_their_most_similar_references():
     faces = [Face(box=np.array([x, 0, x + 20, 20], float), score=1.0, kps5=np.zeros((5, 2))) for x in (10, 50)]
     encoder = type("Encoder", (), {"embedder": FixedEmbedder({10: two, 50: one})})()
     references = [type("Ref", (), {"embedding": one})(), type("Ref", (), {"embedding": two})()]
-    matches = diir._match_references(None, faces, references, encoder, None, [])
+    from magicid.perception.analysis import ImageAnalysis
+
+    analysis = ImageAnalysis(Image.new("RGB", (80, 30)), faces)
+    matches = diir._match_references(analysis, faces, references, encoder, None, [])
     assert [reference for reference, _ in matches] == [1, 0]
 
 

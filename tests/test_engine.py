@@ -10,6 +10,7 @@ from magicid.config import GenerationConfig, ProfileConfig
 from magicid.engine import MagicID
 from magicid.errors import InvalidSettingError, MagicIDError, NoFaceError
 from magicid.layout import Layout
+from magicid.perception.analysis import ImageAnalysis
 
 
 FAST = dict(steps=2, restore_small_faces=False)
@@ -115,12 +116,13 @@ def test_small_faces_keep_the_identity_the_layout_put_there(engine, obama, biden
     layout = Layout.from_template("standing", 2, 512, 512).assign_identities(2)
     left, right = layout.identity_boxes(2)
     stranger = face(480, 480, 500, 500)
-    monkeypatch.setattr(diir, "small_faces", lambda image, threshold: [face(*right), stranger, face(*left)])
+    small = [face(*right), stranger, face(*left)]
+    monkeypatch.setattr(ImageAnalysis, "faces_smaller_than", lambda analysis, threshold: small)
     calls = []
 
     def fake_restore(pipe, encoder, image, references, config, faces=None, assignment=None, progress=None):
         calls.append((faces, assignment))
-        return diir.RestorationResult(image=image)
+        return diir.RestorationResult(image=image.image)
 
     monkeypatch.setattr(diir, "restore", fake_restore)
     engine.generate(GenerationConfig(prompt="two men", steps=1, restore_small_faces=True), [obama, biden], layout)
@@ -142,7 +144,7 @@ def _recording_restore(monkeypatch, calls: list):
 
     def fake_restore(pipe, encoder, image, references, config, faces=None, assignment=None, progress=None, limits=None):
         calls.append(dict(references=references, faces=faces, assignment=assignment, config=config))
-        return diir.RestorationResult(image=image, messages=["restored"])
+        return diir.RestorationResult(image=image.image, messages=["restored"], analysis=image)
 
     monkeypatch.setattr(diir, "restore", fake_restore)
 
@@ -209,6 +211,26 @@ def test_fix_faces_runs_diir_on_the_tiny_model(engine, obama, biden, standing_pa
     assert any(message.startswith("Restored face") for message in result.messages)
 
 
+def test_one_request_analyses_each_image_once(engine, obama, biden, standing_pair, monkeypatch):
+    """Fixing faces and checking the result detects faces once in the photo and once in the result, and embeds
+    each face once: the identity check, DIIR's matching, the measurement after and the report share the analysis."""
+    from magicid.config import DIIRConfig
+    from magicid.perception import analysis
+
+    detections, embeddings = [], []
+    detect, embedder = analysis.detect_faces, engine.identity_encoder.embedder
+    embed = embedder.embed
+    monkeypatch.setattr(analysis, "detect_faces", lambda image, limits=None: detections.append(image) or detect(image))
+    monkeypatch.setattr(embedder, "embed", lambda image, face: embeddings.append((id(image), tuple(face.box))) or
+                        embed(image, face))  # fmt: skip
+    image, layout = standing_pair
+    small = image.resize((image.width // 2, image.height // 2))
+    result = engine.fix_faces(small, [biden, obama], layout, DIIRConfig(steps=2, resolution=64))
+    report = engine.check_identities(result.analysis, [biden, obama], layout)
+    assert len(report) == 2 and len(detections) == 2 and detections[1] is result.image
+    assert len(embeddings) == len(set(embeddings)) >= 2  # each face of the photo, and of the result, once
+
+
 class PipeSpy:
     """The engine's pipeline, recording the keywords of each call; `id_mode` may be overridden."""
 
@@ -223,11 +245,11 @@ class PipeSpy:
         return self.pipe(**kwargs)
 
 
-def generate_with_spy(engine, monkeypatch, identities, layout=None, id_mode=None) -> tuple[dict, object]:
+def generate_with_spy(engine, monkeypatch, identities, layout=None, id_mode=None, **settings) -> tuple[dict, object]:
     pipe, encoder = engine._load()
     spy = PipeSpy(pipe, id_mode)
     monkeypatch.setattr(engine, "_load", lambda: (spy, encoder))
-    engine.generate(GenerationConfig(prompt="two men", **FAST), identities, layout)
+    engine.generate(GenerationConfig(prompt="two men", **FAST, **settings), identities, layout)
     return spy.calls[0], encoder
 
 
@@ -243,6 +265,11 @@ def test_a_group_gets_each_identity_s_tokens_with_the_mask_of_its_own_region(eng
     expected = encoder.id_tokens([obama, biden])
     assert np.allclose(np.asarray(call["id_embeds"]), np.asarray(expected))
     assert call["negative_id_embeds"] is None  # MagicID's own ID attention: zero tokens, as in ID dropout
+
+
+def test_the_mgmica_ablation_lets_every_identity_attend_everywhere(engine, obama, biden, monkeypatch):
+    call, _ = generate_with_spy(engine, monkeypatch, [obama, biden], masked_id_attention=False)
+    assert call["id_masks"] is None and np.asarray(call["id_embeds"]).shape[0] == 2
 
 
 def test_the_ip_adapter_baseline_gets_null_id_tokens_in_the_unconditional_branch(engine, obama, biden, monkeypatch):

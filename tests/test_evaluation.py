@@ -15,6 +15,7 @@ from magicid.evaluation.judges import pick_judge
 from magicid.evaluation.metrics import PersonScore, aggregate, pose_error, score_image
 from magicid.evaluation.runner import TABLE_COLUMNS
 from magicid.evaluation.suites import Suite, build_suite
+from magicid.perception.analysis import ImageAnalysis
 from magicid.perception.faces import Face
 
 
@@ -24,7 +25,11 @@ class BoxJudge:
     name = "box"
     dim = 2
 
+    def __init__(self):
+        self.calls = 0
+
     def embed(self, image, face):
+        self.calls += 1
         return np.array([1.0, 0.0]) if face.box[0] < 100 else np.array([0.0, 1.0])
 
 
@@ -47,10 +52,11 @@ IMAGE = Image.new("RGB", (256, 128))
 
 
 def test_faces_at_their_boxes_score_their_own_reference():
-    faces = [face_at(20), face_at(150)]
+    faces, judge = [face_at(20), face_at(150)], BoxJudge()
     regions = [face.box for face in faces]
-    scores = score_image(IMAGE, faces, regions, REFERENCES, REFERENCES[::-1], [skeleton_for(f) for f in faces],
-                         BoxJudge())  # fmt: skip
+    scores = score_image(ImageAnalysis(IMAGE, faces), regions, REFERENCES, REFERENCES[::-1],
+                         [skeleton_for(f) for f in faces], judge)  # fmt: skip
+    assert judge.calls == 2  # each face embedded once, for FaceSim and for the shuffled and nearest checks
     assert [s.status for s in scores] == ["ok", "ok"]
     assert [s.face_sim for s in scores] == [pytest.approx(1.0)] * 2
     assert [s.shuffled_sim for s in scores] == [pytest.approx(0.0)] * 2
@@ -62,7 +68,8 @@ def test_a_face_away_from_its_box_scores_zero():
     """The IoU > 0.5 rule: a face of the right person drawn at the wrong place is not counted."""
     faces = [face_at(20)]
     regions = [np.array([20.0, 80, 60, 120])]  # below the face: IoU 0
-    scores = score_image(IMAGE, faces, regions, REFERENCES[:1], REFERENCES[1:], [np.zeros((18, 3))], BoxJudge())
+    scores = score_image(ImageAnalysis(IMAGE, faces), regions, REFERENCES[:1], REFERENCES[1:], [np.zeros((18, 3))],
+                         BoxJudge())  # fmt: skip
     assert scores[0].status in ("missing", "misplaced") and scores[0].face_sim == 0.0
     row = aggregate(scores, [1.0], BoxJudge())
     assert row["face_sim"] == 0.0 and row["found_at_box"] == 0.0 and row["own_beats_shuffled"] is None
@@ -71,9 +78,9 @@ def test_a_face_away_from_its_box_scores_zero():
 def test_a_swapped_pair_scores_lower_than_the_right_order():
     faces = [face_at(20), face_at(150)]
     regions = [face.box for face in faces]
-    right = aggregate(score_image(IMAGE, faces, regions, REFERENCES, REFERENCES[::-1], [np.zeros((18, 3))] * 2,
+    right = aggregate(score_image(ImageAnalysis(IMAGE, faces), regions, REFERENCES, REFERENCES[::-1], [np.zeros((18, 3))] * 2,
                                   BoxJudge()), [1.0], BoxJudge())  # fmt: skip
-    swapped = aggregate(score_image(IMAGE, faces, regions, REFERENCES[::-1], REFERENCES, [np.zeros((18, 3))] * 2,
+    swapped = aggregate(score_image(ImageAnalysis(IMAGE, faces), regions, REFERENCES[::-1], REFERENCES, [np.zeros((18, 3))] * 2,
                                     BoxJudge()), [1.0], BoxJudge())  # fmt: skip
     assert right["face_sim"] > swapped["face_sim"]
     assert right["nearest_is_own"] == 1.0 and swapped["nearest_is_own"] == 0.0
@@ -130,8 +137,32 @@ def test_smoke_run_writes_a_table_with_every_row_and_column(testdata, tmp_path):
     for row in results["rows"].values():
         assert row["cases"] == 1 and {key for key, _ in TABLE_COLUMNS} <= set(row)
     assert len(results["cases"]) == 3 and all(len(case["scores"]) == 2 for case in results["cases"])
+    assert all(row["face_fid"] > 0 for row in results["rows"].values()) and "face FID" not in results["not_measured"]
     table = (out / "table.md").read_text()
     assert all(f"| {name} |" in table for name in results["rows"]) and all(t in table for _, t in TABLE_COLUMNS)
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0
     assert len((out / "cases.jsonl").read_text().splitlines()) == 3  # resumed: nothing generated again
+
+
+def test_frechet_distance_is_zero_for_one_set_and_grows_with_a_shift():
+    from magicid.evaluation.fid import frechet_distance
+
+    features = np.random.default_rng(0).normal(size=(64, 8))
+    assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(features, features + 1.0) == pytest.approx(8.0, rel=1e-6)  # ||mu shift||^2, same cov
+    assert frechet_distance(features, features * 2) > 1.0  # same mean, 4x the covariance
+    with pytest.raises(ValueError, match="at least 2"):
+        frechet_distance(features[:1], features)
+
+
+def test_face_regions_are_squares_around_the_face_at_inception_size(testdata):
+    from magicid.evaluation.fid import INCEPTION_SIDE, face_region, face_region_fid
+    from magicid.imageio import load_image
+
+    photo = load_image(testdata / "portraits/barack_obama/1.jpg")
+    corner = face_region(photo, [-20, -20, 60, 60])  # past the border: mirrored, not black
+    assert corner.size == (INCEPTION_SIDE, INCEPTION_SIDE) and np.asarray(corner).min(axis=(0, 1)).max() > 0
+    faces = [face_region(photo, box) for box in ([100, 100, 300, 300], [120, 90, 330, 320], [90, 110, 280, 290])]
+    flat = [Image.new("RGB", (INCEPTION_SIDE, INCEPTION_SIDE), colour) for colour in ("grey", "white", "black")]
+    assert face_region_fid(faces, faces) < face_region_fid(faces, flat)

@@ -9,6 +9,7 @@ from PIL import Image
 from magicid.facesim import FaceMatch, face_sim, iou, mean_face_sim
 from magicid.imageio import load_image
 from magicid.perception import detect_faces, get_face_embedder, main_face
+from magicid.perception.analysis import ImageAnalysis
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +43,10 @@ def test_iou_of_boxes():
 def test_faces_in_their_regions_score_their_identity(standing, references):
     image, faces = standing
     regions = [face.box + np.array([-8, -8, 8, 8]) for face in faces]
-    matches = face_sim(image, regions, references, faces=faces)
+    matches = face_sim(ImageAnalysis(image, faces), regions, references)
     assert [m.status for m in matches] == ["ok", "ok"]
     assert all(m.iou > 0.5 for m in matches)
-    swapped = face_sim(image, regions[::-1], references, faces=faces)
+    swapped = face_sim(ImageAnalysis(image, faces), regions[::-1], references)
     for right, wrong in zip(matches, swapped):
         assert right.similarity > wrong.similarity + 0.05
     assert mean_face_sim(matches) > mean_face_sim(swapped)
@@ -55,7 +56,7 @@ def test_face_outside_its_region_scores_zero(standing, references):
     image, faces = standing
     empty_corner = np.array([0, 0, 120, 120])
     shifted = faces[1].box + np.array([0.6, 0, 0.6, 0]) * faces[1].size  # IoU with Biden's face < 0.5
-    matches = face_sim(image, [empty_corner, shifted], references, faces=faces)
+    matches = face_sim(ImageAnalysis(image, faces), [empty_corner, shifted], references)
     obama, biden = matches
     assert obama == FaceMatch(0, 0.0, 0.0, None, "misplaced")  # Obama is in the photo, just not in his region
     assert biden.similarity == 0.0 and biden.status in ("missing", "misplaced") and biden.iou < 0.5
@@ -65,7 +66,7 @@ def test_identity_absent_from_photo_is_missing(testdata, standing):
     image, faces = standing
     stranger = load_image(testdata / "portraits/yang_mi/1.jpg")
     reference = get_face_embedder().embed(stranger, main_face(stranger)[0])
-    (match,) = face_sim(image, [np.array([0, 0, 120, 120])], [reference], faces=faces)
+    (match,) = face_sim(ImageAnalysis(image, faces), [np.array([0, 0, 120, 120])], [reference])
     assert match.status == "missing" and match.similarity == 0.0
 
 
@@ -89,4 +90,4 @@ def test_no_faces_at_all_is_missing(references):
 def test_regions_and_references_must_pair_up(standing, references):
     image, faces = standing
     with pytest.raises(ValueError, match="2 regions but 1 references"):
-        face_sim(image, [faces[0].box, faces[1].box], references[:1], faces=faces)
+        face_sim(ImageAnalysis(image, faces), [faces[0].box, faces[1].box], references[:1])

@@ -12,6 +12,7 @@ from magicid.group import group_conditions, identity_report, report_lines
 from magicid.imageio import load_image
 from magicid.layout import Layout, box_iou
 from magicid.perception import detect_faces, get_face_embedder
+from magicid.perception.analysis import ImageAnalysis
 
 
 GROUP_PHOTOS = ("group/voc_three_friends.jpg", "group/friends_cast.jpg")
@@ -95,7 +96,7 @@ def test_layout_from_photo_fits_a_standard_canvas(photo_layouts, testdata):
 def test_identity_report_finds_every_identity_in_place(three_friends):
     photo, faces, layout, references, embedder = three_friends
 
-    matches = identity_report(photo, layout, references, embedder=embedder, faces=faces)
+    matches = identity_report(ImageAnalysis(photo, faces), layout, references, embedder=embedder)
 
     assert [m.status for m in matches] == ["ok", "ok", "ok"]
     assert all(m.similarity > 0.99 and m.iou > 0.5 for m in matches)
@@ -108,9 +109,9 @@ def test_identity_report_flags_swapped_and_missing_identities(three_friends):
     photo, faces, layout, references, embedder = three_friends
 
     swapped_references = [references[1], references[0], references[2]]
-    swapped = identity_report(photo, layout, swapped_references, embedder=embedder, faces=faces)
+    swapped = identity_report(ImageAnalysis(photo, faces), layout, swapped_references, embedder=embedder)
     empty_corner = layout.move(layout.left_to_right()[2], 0.0, -0.6)  # region 3 now holds no face
-    missing = identity_report(photo, empty_corner, references, embedder=embedder, faces=faces)
+    missing = identity_report(ImageAnalysis(photo, faces), empty_corner, references, embedder=embedder)
 
     assert swapped[0].similarity < 0.95 and swapped[1].similarity < 0.95 and swapped[2].similarity > 0.99
     assert missing[2].status in ("missing", "misplaced") and missing[2].similarity == 0.0

@@ -203,3 +203,43 @@ def test_face_landmarks_too_few_or_off_the_face_are_dropped(testdata, embedder, 
     monkeypatch.setattr(perception, "face_landmarks", corrupted)
     dropped = rejection(testdata / "portraits" / "barack_obama" / "1.jpg", embedder)
     assert dropped.code == "landmarks" and message in str(dropped)
+
+
+def test_reframing_moves_the_face_and_its_condition_together(built):
+    """Aligned crops have one pose; Reframe gives each example its own framing, the same in the photo, its landmark
+    image and its face box, and the same framing again when the stream is replayed (a resumed run)."""
+    import random
+
+    from transformers import CLIPImageProcessor
+
+    from magicid.tiny import tiny_tokenizer
+    from train.dataset import MMFDataset, Reframe, training_example
+
+    _, out_dir = built
+    record = next(r for r in read_dataset(out_dir) if r.source == "portraits/obama.jpg")
+    reframe = Reframe()
+    crops = [reframe.crop(record.image.size, record.face_box, random.Random(seed)) for seed in range(8)]
+    assert len(set(crops)) == 8
+    width, height = record.image.size
+    for x0, y0, x1, y1 in crops:
+        assert x1 - x0 == y1 - y0 and 0.74 * min(width, height) <= x1 - x0 <= 1.36 * min(width, height)
+        assert x0 >= -0.201 * width and y0 >= -0.201 * height  # mirrored borders, but no mirrored second face
+        assert x1 <= 1.201 * width and y1 <= 1.201 * height
+    examples = [training_example(record, 64, tiny_tokenizer(), CLIPImageProcessor(), False, crop) for crop in crops[:2]]
+    centres = []
+    for example in examples:
+        x0, y0, x1, y1 = example["face_box"].tolist()
+        landmarks = example["landmarks"].amax(0).numpy() > 0
+        rows, cols = np.nonzero(landmarks)
+        assert x0 - 0.1 <= cols.mean() / 64 <= x1 + 0.1 and y0 - 0.1 <= rows.mean() / 64 <= y1 + 0.1
+        centres.append(((x0 + x1) / 2, (y0 + y1) / 2))
+    assert np.abs(np.subtract(*centres)).max() > 0.02
+
+    def first_boxes(dataset):
+        stream = iter(dataset)
+        return [next(stream)["face_box"].tolist() for _ in range(3)]
+
+    make = lambda: MMFDataset(out_dir, 64, tiny_tokenizer(), CLIPImageProcessor(), 0.0, reframe=reframe)  # noqa: E731
+    assert first_boxes(make()) == first_boxes(make())
+    plain = MMFDataset(out_dir, 64, tiny_tokenizer(), CLIPImageProcessor(), 0.0)
+    assert first_boxes(plain) != first_boxes(make())

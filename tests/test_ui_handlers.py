@@ -285,3 +285,24 @@ def test_downloads_go_to_private_folders_in_gradios_cache():
     first, second = session_file("layout.json"), session_file("layout.json")
     assert first.parent != second.parent and first.parent.is_dir()
     assert Path(get_upload_folder()).resolve() in first.resolve().parents
+
+
+def test_on_zerogpu_only_the_diffusion_handlers_hold_a_gpu(monkeypatch):
+    """With the `spaces` package (ZeroGPU), generate / restore / fix faces run under @spaces.GPU; identity
+    encoding (face detection and embedding on the CPU) does not."""
+    import app
+
+    wrapped = []
+
+    class FakeSpaces:
+        @staticmethod
+        def GPU(duration):  # noqa: N802 (the package's name)
+            def decorate(function):
+                wrapped.append(function.__name__)
+                return function
+
+            return decorate
+
+    monkeypatch.setattr(app, "spaces", FakeSpaces)
+    app.create_app(FakeEngine(), app.Settings(max_images=1))  # one image per request: no slider to choose
+    assert sorted(wrapped) == ["fix_faces", "generate", "restore"]

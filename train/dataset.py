@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,43 @@ def face_square(size: tuple[int, int], face_box: np.ndarray) -> tuple[int, int, 
     return x0, y0, x0 + side, y0 + side
 
 
+@dataclass(frozen=True)
+class Reframe:
+    """Random framing of a record (MagicID-mini: its crops are aligned, so without this every sample has the same
+    landmarks and the ControlNet has nothing to follow). The crop side is `min_scale`..`max_scale` x the face square,
+    and the face centre lands anywhere in the middle `1 - 2 * margin` of it. Outside the photo it is mirrored, by at
+    most `max_outside` x the photo's side: further out the mirror image would show a second, partial face."""
+
+    min_scale: float = 0.75
+    max_scale: float = 1.35
+    margin: float = 0.25
+    max_outside: float = 0.2
+
+    def crop(self, size: tuple[int, int], face_box: np.ndarray, rng: random.Random) -> tuple[int, int, int, int]:
+        side = min(size) * rng.uniform(self.min_scale, self.max_scale)
+        center_x, center_y = (face_box[0] + face_box[2]) / 2, (face_box[1] + face_box[3]) / 2
+        x0 = self._inside(center_x - side * rng.uniform(self.margin, 1 - self.margin), side, size[0])
+        y0 = self._inside(center_y - side * rng.uniform(self.margin, 1 - self.margin), side, size[1])
+        x0, y0, side = int(round(x0)), int(round(y0)), int(round(side))
+        return x0, y0, x0 + side, y0 + side
+
+    def _inside(self, start: float, side: float, extent: int) -> float:
+        outside = self.max_outside * extent
+        return min(max(start, -outside), extent + outside - side)
+
+
+def crop_mirrored(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """`image.crop(box)` where a box that leaves the image sees it mirrored at its borders (not black)."""
+    width, height = image.size
+    pad = max(0, -box[0], -box[1], box[2] - width, box[3] - height)
+    if pad == 0:
+        return image.crop(box)
+    pixels = np.asarray(image)
+    widths = ((pad, pad), (pad, pad)) + ((0, 0),) * (pixels.ndim - 2)
+    padded = Image.fromarray(np.pad(pixels, widths, mode="symmetric"))
+    return padded.crop((box[0] + pad, box[1] + pad, box[2] + pad, box[3] + pad))
+
+
 def mask_box(mask: np.ndarray) -> np.ndarray | None:
     """Normalised (x0, y0, x1, y1) bounding box of the mask's face region, or None if it is empty."""
     rows = np.flatnonzero(mask.max(axis=1) >= MASK_THRESHOLD)
@@ -48,10 +86,12 @@ def image_tensor(image: Image.Image, resolution: int, normalize: bool) -> torch.
 
 
 def training_example(
-    record: IDZoomRecord, resolution: int, tokenizer, feature_extractor, null_text: bool
+    record: IDZoomRecord, resolution: int, tokenizer, feature_extractor, null_text: bool,
+    crop: tuple[int, int, int, int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The tensors of one record (see the module docstring); `null_text` replaces the caption by ""."""
-    crop = face_square(record.image.size, record.face_box)
+    """The tensors of one record (see the module docstring); `null_text` replaces the caption by "". `crop` (default:
+    the face square) is the region of the record's images to train on; condition images are black outside them."""
+    crop = crop or face_square(record.image.size, record.face_box)
     mask = np.asarray(Image.fromarray(record.mask).crop(crop).resize((resolution, resolution)), dtype=np.float32)
     box = mask_box(mask)
     if box is None:
@@ -65,7 +105,7 @@ def training_example(
         return_tensors="pt",
     )
     return {
-        "pixel_values": image_tensor(record.image.crop(crop), resolution, normalize=True),
+        "pixel_values": image_tensor(crop_mirrored(record.image, crop), resolution, normalize=True),
         "skeleton": image_tensor(record.skeleton.crop(crop), resolution, normalize=False),
         "landmarks": image_tensor(record.landmarks_image.crop(crop), resolution, normalize=False),
         "face_box": torch.from_numpy(box.astype(np.float64)),
@@ -100,6 +140,7 @@ class MMFDataset(IterableDataset):
         shuffle_buffer: int = 512,
         start: dict[int, tuple[int, int]] | None = None,
         worker_offset: int = 0,
+        reframe: Reframe | None = None,
     ):
         self.paths = shard_paths(data_dir)
         if not self.paths:
@@ -110,6 +151,7 @@ class MMFDataset(IterableDataset):
         self.null_text_prob, self.rank, self.world_size = null_text_prob, rank, world_size
         self.seed, self.shuffle_buffer = seed, shuffle_buffer
         self.start, self.worker_offset = dict(start or {}), worker_offset
+        self.reframe = reframe
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker = get_worker_info()
@@ -137,8 +179,12 @@ class MMFDataset(IterableDataset):
 
     def _example(self, members: dict, null_text: bool, origin: tuple[int, int, int]) -> dict:
         record = IDZoomRecord.from_members(members)
-        example = training_example(record, self.resolution, self.tokenizer, self.feature_extractor, null_text)
         consumer, epoch, position = origin
+        crop = None
+        if self.reframe:  # seeded by the example's place in the stream, so a resumed run frames it the same way
+            rng = random.Random(hash((self.seed, consumer, epoch, position)))
+            crop = self.reframe.crop(record.image.size, record.face_box, rng)
+        example = training_example(record, self.resolution, self.tokenizer, self.feature_extractor, null_text, crop)
         return {**example, "key": record.key, "stream_consumer": consumer, "stream_epoch": epoch,
                 "stream_position": position}  # fmt: skip
 

@@ -48,7 +48,7 @@ from magicid.mgmica import install_id_attention
 from magicid.resampler import IDResampler
 from train.clone_face import clone_batch
 from train.configs import MMFConfig, load_config
-from train.dataset import MMFDataset, condition_images
+from train.dataset import MMFDataset, Reframe, condition_images
 from train.idzoom import iter_shard, shard_paths
 from train.losses import IDContributionRecorder, clone_face_attention_loss, diffusion_loss
 
@@ -317,6 +317,7 @@ def make_dataloader(config: MMFConfig, data_dir: Path, frozen: FrozenModels, acc
         data_dir, config.resolution, frozen.tokenizer, frozen.feature_extractor, config.null_text_prob,
         rank=accelerator.process_index, world_size=accelerator.num_processes, seed=config.seed,
         shuffle_buffer=config.shuffle_buffer, start=start, worker_offset=offset % workers,
+        reframe=Reframe() if config.reframe else None,
     )  # fmt: skip
     return DataLoader(dataset, batch_size=config.train_batch_size, num_workers=config.dataloader_num_workers)
 

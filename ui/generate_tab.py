@@ -85,7 +85,9 @@ def create_generate_tab(
                 guidance = gr.Slider(1.0, 12.0, value=PAPER_GUIDANCE, step=0.5, label="Guidance (CFG)")
                 id_scale = gr.Slider(0.0, 2.0, value=defaults.id_scale, step=0.05, label="ID strength")
                 controlnet_scale = gr.Slider(0.0, 2.0, value=defaults.controlnet_scale, step=0.05, label="Pose (ControlNet) strength")
-                num_images = gr.Slider(1, max_images, value=1, step=1, label="Number of images")
+                # a slider needs min < max: with one image per request there is nothing to choose
+                num_images = gr.Slider(1, max(max_images, 2), value=1, step=1, label="Number of images",
+                                       visible=max_images > 1)  # fmt: skip
                 diir_mode = gr.Radio(list(DIIR_MODES), value="auto", label="Small-face restoration (DIIR)", info="auto: on when faces are small")
                 diir_threshold = gr.Slider(32, 256, value=PAPER_SMALL_FACE_PX, step=4, label="Restore faces smaller than (px)")
             gallery = gr.Gallery(label="Results (PNG downloads carry their settings)", format="png", columns=2, height=420, elem_id="results", buttons=["download", "fullscreen"])

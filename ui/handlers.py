@@ -217,7 +217,7 @@ class AppHandlers:
     def _with_fixed_image(self, previous: GenerateOutputs, index: int, result) -> GenerateOutputs:
         """`previous` with the fixed image appended, its identity check rows, and DIIR's debug views."""
         number, names = len(previous.images) + 1, previous.names
-        report = self.engine.check_identities(result.image, previous.identities, previous.layout)
+        report = self.engine.check_identities(result.analysis, previous.identities, previous.layout)
         fixed = sorted({face.reference for face in result.faces})
         parameters = {**previous.parameters, "image_index": number - 1, "fixed_from_image": index + 1,
                       "fixed_identities": [_identity_name(identity, names) for identity in fixed]}  # fmt: skip

