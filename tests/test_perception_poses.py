@@ -129,3 +129,39 @@ def test_annotator_folder_needs_all_three_files(tmp_path, monkeypatch):
     for name in ANNOTATOR_FILES[1:]:
         (tmp_path / name).write_bytes(b"")
     assert openpose_annotator_dir() == tmp_path
+
+
+@pytest.mark.parametrize("name", ["jolie_pitt_couple.jpg", "voc_three_adults.jpg", "friends_cast.jpg"])
+def test_people_side_by_side_each_get_the_skeleton_whose_nose_is_on_their_face(testdata, name):
+    """Crops end halfway to the neighbours, so a crop shows one person (before: 1 skeleton for the couple, a
+    face of the three adults and of the cast without one)."""
+    from magicid.perception import detect_faces
+
+    image = load_image(testdata / "group" / name)
+    faces = detect_faces(image)
+    persons = detect_poses(image, faces=faces)
+    noses = [person[0, :2] * image.size for person in persons if person[0, 2] > 0]
+    for face in faces:
+        x0, y0, x1, y1 = face.box
+        assert sum(x0 <= x <= x1 and y0 <= y <= y1 for x, y in noses) == 1, f"{name}: face at {face.box.round()}"
+
+
+def pose_with(nose_y: float, neck_y: float, shoulders_y: float | None, hips_y: float | None) -> np.ndarray:
+    pose = np.zeros((18, 3))
+    pose[0], pose[1] = (0.5, nose_y, 1), (0.5, neck_y, 1)
+    if shoulders_y is not None:
+        pose[2], pose[5] = (0.4, shoulders_y, 1), (0.6, shoulders_y, 1)
+    if hips_y is not None:
+        pose[8], pose[11] = (0.45, hips_y, 1), (0.55, hips_y, 1)
+    return pose
+
+
+def test_skeletons_whose_head_and_torso_disagree_are_impossible():
+    from magicid.perception.poses import is_plausible
+
+    assert is_plausible(pose_with(0.2, 0.3, 0.3, 0.6))  # standing
+    assert is_plausible(pose_with(0.8, 0.7, 0.7, 0.4))  # handstand: head and torso both upside down
+    assert not is_plausible(pose_with(0.4, 0.3, 0.3, 0.6))  # the nose below the neck on an upright torso
+    assert not is_plausible(pose_with(0.2, 0.3, 0.3, 0.1))  # an upright head on an inverted torso
+    assert not is_plausible(pose_with(0.4, 0.3, 0.3, None))  # upside-down head, nothing says the body is
+    assert is_plausible(pose_with(0.2, 0.3, 0.3, None))

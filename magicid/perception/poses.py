@@ -2,8 +2,10 @@
 
 controlnet_aux's OpenposeDetector when its weights are on disk; offline, mediapipe BlazePose (single person)
 run on person crops: one body-sized crop around each face that no skeleton explains yet (largest face first),
-then the whole image with the persons found so far greyed out, until nothing new appears (this finds people
-whose faces are hidden). The 33 BlazePose points are mapped to OpenPose-18.
+narrowed to end halfway to the neighbouring faces and with those faces greyed out, so that each crop holds one
+person; then the whole image with the persons found so far greyed out, until nothing new appears (this finds
+people whose faces are hidden). The 33 BlazePose points are mapped to OpenPose-18, and anatomically impossible
+skeletons (head and torso pointing different ways) are dropped.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def _blazepose_persons(image: Image.Image, faces: list[Face]) -> list[np.ndarray
     persons: list[np.ndarray] = []
     for face in faces[:MAX_PERSONS]:
         if not any(_explains_face(person, face, image.size) for person in persons):
-            _add_if_new(persons, _pose_in_region(image, body_region(face, image.size)))
+            others = [other for other in faces if other is not face]
+            region = body_region(face, image.size, others)
+            _add_if_new(persons, _pose_in_region(_grey_faces(image, others), region))
     while len(persons) < MAX_PERSONS:  # greying out found persons lets the single-person model see the next one
         found = _pose_in_region(_grey_out(image, persons), (0, 0, image.width, image.height))
         if not _add_if_new(persons, found):
@@ -56,12 +60,47 @@ def _blazepose_persons(image: Image.Image, faces: list[Face]) -> list[np.ndarray
     return persons
 
 
-def body_region(face: Face, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Where the body of a person with this face probably is: 3 face widths each side, 8 below (clipped)."""
+def body_region(face: Face, size: tuple[int, int], others: list[Face] = ()) -> tuple[int, int, int, int]:
+    """Where the body of a person with this face probably is: 3 face widths each side, 8 below (clipped), but
+    ending halfway to any other face at the height of this body, so that the crop holds one person."""
     (cx, cy), side = face.center, face.size
     x0, y0 = max(0, cx - 3 * side), max(0, cy - 2 * side)
     x1, y1 = min(size[0], cx + 3 * side), min(size[1], cy + 8 * side)
+    for other in others:
+        ox, oy = other.center
+        if not y0 <= oy <= y1:
+            continue
+        if ox < cx:
+            x0 = max(x0, (ox + cx) / 2)
+        elif ox > cx:
+            x1 = min(x1, (ox + cx) / 2)
     return int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))
+
+
+def _grey_faces(image: Image.Image, faces: list[Face]) -> Image.Image:
+    """`image` with these faces covered, so that a crop's single-person model does not lock on them."""
+    if not faces:
+        return image
+    greyed = image.copy()
+    draw = ImageDraw.Draw(greyed)
+    for face in faces:
+        draw.rectangle(tuple(face.box), fill=(127, 127, 127))
+    return greyed
+
+
+def is_plausible(pose: np.ndarray) -> bool:
+    """The head and the torso point the same way (y grows downwards): a nose below the neck needs hips above the
+    shoulders (a handstand), and with the hips unseen it is rejected. A chimera of two people, or a head mapped
+    upside down onto a body, fails."""
+    visible = pose[:, 2] > 0
+    if not (visible[0] and visible[NECK]):
+        return True
+    head_down = pose[0, 1] > pose[NECK, 1]
+    shoulders = [pose[joint, 1] for joint in (R_SHOULDER, L_SHOULDER) if visible[joint]]
+    hips = [pose[joint, 1] for joint in (R_HIP, L_HIP) if visible[joint]]
+    if not (shoulders and hips):
+        return not head_down
+    return head_down == (np.mean(hips) < np.mean(shoulders))
 
 
 def _pose_in_region(image: Image.Image, region: tuple[int, int, int, int]) -> np.ndarray | None:
@@ -101,6 +140,9 @@ def pose_box(pose: np.ndarray) -> np.ndarray | None:
 def _add_if_new(persons: list[np.ndarray], pose: np.ndarray | None) -> bool:
     box = None if pose is None else pose_box(pose)
     if box is None or pose[NECK, 2] == 0:  # a skeleton without shoulders is not a usable person
+        return False
+    if not is_plausible(pose):
+        logger.info("dropped an anatomically impossible skeleton (its head and torso point different ways)")
         return False
     from magicid.facesim import iou
 
