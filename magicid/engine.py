@@ -140,7 +140,9 @@ class MagicID:
         template = "portrait" if pipe.native_side < PAPER_RESOLUTION else DEFAULT_TEMPLATE
         layout = layout or _default_layout(len(identities), config.width, config.height, template)
         config, layout, scale_note = at_model_scale(config, layout, pipe.native_side)
-        conditions = group_conditions(layout, len(identities), config.width, config.height)
+        # MMF is trained on skeletons with face landmarks; the hub's public OpenPose ControlNet saw skeletons only
+        landmarks = pipe.id_mode == "controlnet"
+        conditions = group_conditions(layout, len(identities), config.width, config.height, face_landmarks=landmarks)
         id_tokens = encoder.id_tokens(identities)
         # IP-Adapter (hub) was trained with null tokens in its unconditional branch; MagicID's own ID attention
         # keeps that branch exactly text-only (zero tokens)

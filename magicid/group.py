@@ -38,9 +38,11 @@ class GroupConditions:
 
 
 def group_conditions(
-    layout: Layout, num_identities: int, width: int | None = None, height: int | None = None
+    layout: Layout, num_identities: int, width: int | None = None, height: int | None = None,
+    face_landmarks: bool = True,
 ) -> GroupConditions:
-    """Validate `layout` for `num_identities` and render its condition image and masks at `width` x `height`.
+    """Validate `layout` for `num_identities` and render its condition image and masks at `width` x `height`;
+    `face_landmarks` False draws the skeletons alone (for a ControlNet that never saw landmarks).
 
     Without explicit `Person.identity`, identities go to the people left to right. Raises `LayoutError`.
     """
@@ -50,7 +52,7 @@ def group_conditions(
     if not any(person.identity is not None for person in fitted.people):
         fitted = fitted.assign_identities(num_identities)
     masks = torch.from_numpy(fitted.identity_masks(num_identities))
-    return GroupConditions(fitted, fitted.render_condition(), masks, warnings)
+    return GroupConditions(fitted, fitted.render_condition(face_landmarks), masks, warnings)
 
 
 def identity_report(image: Image.Image | ImageAnalysis, layout: Layout, identities: list, embedder=None) -> list[FaceMatch]:

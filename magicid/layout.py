@@ -330,11 +330,12 @@ class Layout:
         points = [person.face_landmarks * size for person in self.people if person.face_landmarks is not None]
         return draw_face_landmarks(points, self.width, self.height)
 
-    def render_condition(self) -> Image.Image:
-        """The ControlNet condition: the skeleton, and the face landmarks where known, drawn together as in MMF
-        training (per-pixel maximum of the two renderings). Without landmarks, exactly `render_skeleton()`."""
+    def render_condition(self, face_landmarks: bool = True) -> Image.Image:
+        """The ControlNet condition: the skeleton, and (`face_landmarks`) the face landmarks where known, drawn
+        together as in MMF training (per-pixel maximum of the two renderings). Without landmarks, exactly
+        `render_skeleton()`."""
         skeleton = self.render_skeleton()
-        if not self.has_face_landmarks():
+        if not (face_landmarks and self.has_face_landmarks()):
             return skeleton
         landmarks = np.asarray(self.render_face_landmarks().convert("RGB"))
         return Image.fromarray(np.maximum(np.asarray(skeleton.convert("RGB")), landmarks))

@@ -277,6 +277,21 @@ def test_the_ip_adapter_baseline_gets_null_id_tokens_in_the_unconditional_branch
     assert np.allclose(np.asarray(call["negative_id_embeds"]), np.asarray(encoder.null_tokens(2)))
 
 
+def test_the_openpose_controlnet_of_the_hub_gets_skeletons_without_face_landmarks(
+    engine, obama, biden, standing_pair, monkeypatch
+):
+    """A layout from a photo carries face landmarks: MMF was trained on them, the public OpenPose ControlNet not."""
+    from magicid.group import group_conditions
+
+    _, layout = standing_pair
+    assert layout.has_face_landmarks()
+    magicid_call, _ = generate_with_spy(engine, monkeypatch, [obama, biden], layout)
+    hub_call, _ = generate_with_spy(engine, monkeypatch, [obama, biden], layout, id_mode="unet")
+    skeleton_only = group_conditions(layout, 2, 512, 512, face_landmarks=False).control_image
+    assert np.array_equal(np.asarray(hub_call["image"]), np.asarray(skeleton_only))
+    assert not np.array_equal(np.asarray(magicid_call["image"]), np.asarray(skeleton_only))
+
+
 def test_a_model_below_512_px_runs_the_layout_at_its_own_scale():
     from magicid.engine import at_model_scale
 

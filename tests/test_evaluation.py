@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,7 +132,7 @@ def test_smoke_run_writes_a_table_with_every_row_and_column(testdata, tmp_path):
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
-    assert set(results) >= {"suite", "profile", "judge", "settings", "versions", "rows", "cases", "not_measured"}
+    validate_results(results)
     assert results["profile"] == "tiny" and results["judge"] == "dlib"
     assert set(results["rows"]) == {"MagicID", "MGMICA off", "ID off"}
     for row in results["rows"].values():
@@ -143,6 +144,37 @@ def test_smoke_run_writes_a_table_with_every_row_and_column(testdata, tmp_path):
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0
     assert len((out / "cases.jsonl").read_text().splitlines()) == 3  # resumed: nothing generated again
+
+
+def validate_results(results: dict) -> None:
+    import jsonschema
+
+    from magicid.evaluation import runner
+
+    schema = json.loads((Path(runner.__file__).parent / "results.schema.json").read_text())
+    jsonschema.validate(results, schema)
+
+
+def test_the_results_schema_refuses_a_missing_row_metric_and_a_bad_status():
+    import jsonschema
+
+    row = {"overrides": {}, "cases": 1, "identities": 1, "face_sim": 0.5, "found_at_box": 1.0, "missing": 0.0,
+           "misplaced": 0.0, "duplicate": 0.0, "own_beats_shuffled": None, "nearest_is_own": None,
+           "pose_error": 0.1, "face_fid": None, "seconds_per_image": 2.0}  # fmt: skip
+    case = {"case": "a", "row": "MagicID", "people": ["x"], "seed": 0, "seconds": 1.0, "size": [128, 128],
+            "regions": [[0, 0, 10, 10]], "scores": [{"status": "ok", "face_sim": 0.5, "iou": 0.9,
+                                                     "shuffled_sim": None, "nearest_is_own": None,
+                                                     "pose_error": None}]}  # fmt: skip
+    results = {"suite": "s", "kind": "single", "profile": "tiny", "judge": "dlib",
+               "settings": {"steps": 1, "guidance_scale": 5.0, "seed": 0},
+               "versions": {"magicid": "1", "torch": "2", "diffusers": "3", "python": "3.11"},
+               "not_measured": {}, "rows": {"MagicID": row}, "cases": [case]}  # fmt: skip
+    validate_results(results)
+    for broken in ({**results, "rows": {"MagicID": {k: v for k, v in row.items() if k != "face_fid"}}},
+                   {**results, "cases": [{**case, "scores": [{**case["scores"][0], "status": "lost"}]}]},
+                   {**results, "rows": {"MagicID": {**row, "found_at_box": 1.5}}}):  # fmt: skip
+        with pytest.raises(jsonschema.ValidationError):
+            validate_results(broken)
 
 
 def test_frechet_distance_is_zero_for_one_set_and_grows_with_a_shift():
