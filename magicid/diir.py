@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from magicid import mgff
 from magicid.config import DIIRConfig, Limits
-from magicid.errors import MagicIDError
+from magicid.errors import InvalidSettingError, MagicIDError
 from magicid.imageio import ImageSource, load_image
 from magicid.perception import Face, draw_face_landmarks, face_landmarks, face_region_mask
 from magicid.perception.analysis import ImageAnalysis
@@ -427,6 +427,24 @@ def _resolution(pipe, config: DIIRConfig) -> int:
     return config.resolution or pipe.native_side
 
 
+def parse_assignment(spec: str | None, num_references: int) -> list[int | None] | None:
+    """Who each small face is (largest first), as a user writes it: '2, off, 1' -> [1, None, 0] (reference
+    indices); None when `spec` is empty (then faces are matched by similarity)."""
+    if not spec or not spec.strip():
+        return None
+    assignment: list[int | None] = []
+    for part in (piece.strip().lower() for piece in spec.split(",")):
+        if part in ("off", "none", "-"):
+            assignment.append(None)
+        elif part.isdigit() and 1 <= int(part) <= num_references:
+            assignment.append(int(part) - 1)
+        else:
+            raise InvalidSettingError(
+                f"Face {len(assignment) + 1} is given as {part[:20]!r}: use a reference number (1 to {num_references}) or off"
+            )
+    return assignment
+
+
 def _match_references(analysis: ImageAnalysis, faces, references, identity_encoder, assignment, messages, config=None) -> list[tuple]:
     """Per face: (reference index or None, similarity to it or None).
 
@@ -436,7 +454,7 @@ def _match_references(analysis: ImageAnalysis, faces, references, identity_encod
     in `messages`."""
     if assignment is not None:
         if len(assignment) != len(faces):
-            raise MagicIDError(f"{len(assignment)} assignments given for {len(faces)} faces: give one per face")
+            raise MagicIDError(f"Who is who names {len(assignment)} faces, but the image has {len(faces)} small faces: give one entry per face, largest first")
         for reference in assignment:
             if reference is not None and not 0 <= reference < len(references):
                 raise MagicIDError(f"Face assigned to reference {reference}, but only {len(references)} given")

@@ -45,6 +45,7 @@ class GenerationResult:
     report: list = field(default_factory=list)  # magicid.facesim.FaceMatch per identity (per image, in order)
     messages: list[str] = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
+    report_lines: list[str] = field(default_factory=list)  # the identity check in words, per identity and image
     analyses: list = field(default_factory=list)  # perception.ImageAnalysis of each image, as the report saw it
 
 
@@ -167,6 +168,7 @@ class MagicID:
             callback_on_step_end=_step_callback(progress, config.steps),
         )
         messages = [warning for identity in identities for warning in identity.warnings] + conditions.warnings
+        messages += [note for note in [prompt_overflow_note(pipe.tokenizer, config.prompt)] if note]
         messages += [scale_note] if scale_note else []
         if self.is_miniature:
             messages.insert(0, "Miniature untrained model (tiny profile): the pictures are not photographs.")
@@ -177,27 +179,39 @@ class MagicID:
             analyses = self._restore_all(
                 analyses, identities, config, conditions.layout, debug_images, messages, progress
             )
-        report = self._report(analyses, conditions.layout, identities, messages)
+        report_lines: list[str] = []
+        report = self._report(analyses, conditions.layout, identities, report_lines)
         return GenerationResult(
             images=[analysis.image for analysis in analyses],
             debug_images=debug_images,
             report=report,
             messages=messages,
             parameters=self._parameters(config, identities, conditions.layout, restored),
+            report_lines=report_lines,
             analyses=analyses,
         )
 
-    def restore(self, image, references: list[Identity], config: DIIRConfig | None = None, progress=None):
-        """DIIR (Alg. 2) on an existing picture: restore its small faces with `references`."""
+    def restore(
+        self, image, references: list[Identity], config: DIIRConfig | None = None, progress=None,
+        assignment: list[int | None] | None = None,
+    ):  # fmt: skip
+        """DIIR (Alg. 2) on an existing picture: restore its small faces with `references` (per face, largest
+        first, the reference index in `assignment` or None to leave it; default: matched by similarity)."""
         from magicid import diir
 
         config = config or DIIRConfig()
         validate_diir_config(config, self.limits)
         pipe, encoder = self._load()
-        return diir.restore(pipe, encoder, image, references, config, progress=progress, limits=self.limits)
+        return diir.restore(
+            pipe, encoder, image, references, config, assignment=assignment, progress=progress, limits=self.limits
+        )
 
-    def fix_faces(self, image, identities: list[Identity], layout, config: DIIRConfig | None = None, progress=None):
-        """Re-denoise, with DIIR and each person's own F_id, the faces of identities that fail the identity check.
+    def fix_faces(
+        self, image, identities: list[Identity], layout, config: DIIRConfig | None = None, progress=None,
+        only: list[int] | None = None,
+    ):  # fmt: skip
+        """Re-denoise, with DIIR and each person's own F_id, the faces of identities that fail the identity check
+        (of those in `only`, when given).
 
         An identity fails when FaceSim calls it missing, misplaced or duplicated, or scores it below the embedder's
         same-person threshold. Its face is the detected face overlapping its `layout` region most, whatever its
@@ -212,6 +226,7 @@ class MagicID:
         image = analysis.image
         layout = layout if image.size == (layout.width, layout.height) else layout.fit_to(*image.size)
         failing = self._failing_identities(analysis, identities, layout)
+        failing = failing if only is None else [index for index in failing if index in only]
         if not failing:
             message = "Every identity passes the identity check: the image is unchanged"
             return diir.RestorationResult(image=image.copy(), messages=[message], analysis=analysis)
@@ -227,6 +242,12 @@ class MagicID:
         result = diir.restore(pipe, encoder, analysis, identities, config, chosen, assignment, progress, self.limits)
         result.messages = messages + list(result.messages)
         return result
+
+    def same_person_threshold(self) -> float:
+        """FaceSim above which the identity check takes a face for its person (depends on the embedder)."""
+        from magicid.facesim import same_person_threshold
+
+        return same_person_threshold(self.identity_encoder.embedder)
 
     def check_identities(self, image, identities: list[Identity], layout) -> list:
         """One image's identity check: a `facesim.FaceMatch` per identity (FaceSim, IoU with its region, status).
@@ -255,7 +276,7 @@ class MagicID:
             messages += result.messages
         return restored
 
-    def _report(self, analyses, layout, identities, messages) -> list:
+    def _report(self, analyses, layout, identities, lines: list[str]) -> list:
         from magicid.group import report_lines
 
         report, names = [], [identity.name for identity in identities]
@@ -263,13 +284,11 @@ class MagicID:
             matches = self.check_identities(analysis, identities, layout)
             report += matches
             prefix = f"image {index + 1}: " if len(analyses) > 1 else ""
-            messages += [prefix + line for line in report_lines(matches, names)]
+            lines += [prefix + line for line in report_lines(matches, names)]
         return report
 
     def _failing_identities(self, analysis, identities, layout) -> list[int]:
-        from magicid.facesim import same_person_threshold
-
-        threshold = same_person_threshold(self.identity_encoder.embedder)
+        threshold = self.same_person_threshold()
         report = self.check_identities(analysis, identities, layout)
         return [match.identity for match in report if is_failing(match, threshold)]
 
@@ -347,6 +366,19 @@ def faces_for_identities(faces: list, identity_boxes: list, identities: list[int
         chosen.append(faces[best])
         assignment.append(identity)
     return chosen, assignment, skipped
+
+
+def prompt_overflow_note(tokenizer, prompt: str) -> str:
+    """A note naming the end of `prompt` that the text encoder never sees (it reads `model_max_length` tokens,
+    start and end marks included), or "" when all of it fits."""
+    if tokenizer is None or not prompt:
+        return ""
+    limit = tokenizer.model_max_length
+    ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
+    if len(ids) <= limit:
+        return ""
+    ignored = tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True).strip()
+    return f"The prompt is longer than the model reads ({limit - 2} tokens): “{ignored}” was ignored; shorten it"
 
 
 def _name(identities: list, index: int) -> str:

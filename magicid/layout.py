@@ -259,6 +259,31 @@ class Layout:
             result.people[person_index].identity = identity
         return result
 
+    def with_identities(self, num_identities: int, template: str = "standing") -> Layout:
+        """Exactly identities 0..n-1 shown, each edit kept: the figures of identities >= n go, identities without
+        a figure take the unassigned figures with a head (left to right), then new figures from `template`,
+        each where the template's n-person scene has a place farthest from everyone already there."""
+        result = self._copy()
+        result.people = [p for p in result.people if p.identity is None or p.identity < num_identities]
+        missing = [i for i in range(num_identities) if all(p.identity != i for p in result.people)]
+        free = [i for i in result.left_to_right() if result.people[i].identity is None]
+        for identity, person_index in zip(missing, free):
+            result.people[person_index].identity = identity
+        slots = Layout.from_template(template, max(num_identities, 1), self.width, self.height).people
+        for identity in missing[len(free) :]:
+            figure = copy.deepcopy(max(slots, key=lambda slot: result._distance_to_heads(slot)))
+            figure.identity = identity
+            result.people.append(figure)
+        return result
+
+    def _distance_to_heads(self, candidate: Person) -> float:
+        """Horizontal distance (canvas fractions) from `candidate`'s nose to the nearest head already placed."""
+        heads = [box for box in self.face_boxes() if box is not None]
+        if not heads:
+            return 1.0
+        x = candidate.keypoints[0, 0] * self.width
+        return float(min(abs(x - (box[0] + box[2]) / 2) for box in heads) / self.width)
+
     def left_to_right(self) -> list[int]:
         """Indices of the people with a head, sorted by the head's horizontal centre."""
         with_head = [index for index, person in enumerate(self.people) if person.has_head()]
@@ -354,7 +379,7 @@ class Layout:
         warnings += self._overlap_warnings()
         unassigned = sum(1 for identity in assignment if identity is None or identity >= num_identities)
         if num_identities and unassigned:
-            warnings.append(f"{len(self.people)} people but {num_identities} identities: {unassigned} get no identity")
+            warnings.append(f"{people_count(len(self.people))} but {num_identities} identities: {unassigned} get no identity")
         return warnings
 
     def _check_person(self, index: int, person: Person, identity: int | None, num_identities: int) -> list[str]:
@@ -391,13 +416,13 @@ class Layout:
         for identity in range(num_identities):
             if identity not in assignment:
                 raise LayoutError(
-                    f"identity {identity + 1} has no person in the layout ({len(self.people)} people): "
+                    f"identity {identity + 1} has no person in the layout ({people_count(len(self.people))}): "
                     "add a person or assign the identity to one"
                 )
 
     def _check_person_index(self, index: int) -> None:
         if not 0 <= index < len(self.people):
-            raise LayoutError(f"there is no person {index + 1}: the layout has {len(self.people)} people")
+            raise LayoutError(f"there is no person {index + 1}: the layout has {people_count(len(self.people))}")
 
     def _head_centre_x(self, index: int) -> float:
         box = self.face_box(index)
@@ -506,6 +531,11 @@ class Layout:
 
 
 # ---- face regions ------------------------------------------------------------------------------------------
+
+
+def people_count(count: int) -> str:
+    """"1 person", "3 people"."""
+    return "1 person" if count == 1 else f"{count} people"
 
 
 def face_box_from_keypoints(keypoints: np.ndarray, width: int, height: int) -> np.ndarray | None:

@@ -53,7 +53,10 @@ T = TypeVar("T")
 
 TINY_NOTICE = (
     "tiny profile: a miniature UNTRAINED model, built offline; its outputs are abstract test pictures, not "
-    "photographs. For real images run with --profile hub (Hugging Face Hub access or a filled cache) or "
+    "photographs."
+)
+TINY_CLI_ADVICE = (
+    "For real images run with --profile hub (Hugging Face Hub access or a filled cache) or "
     "--profile magicid --magicid-weights FOLDER (weights trained with train/)."
 )
 MINI_NOTICE = (

@@ -53,10 +53,10 @@ class FakeEngine:
         report = self._report(len(identities))
         return SimpleNamespace(images=images, debug_images=debug, report=report, messages=[], parameters=asdict(config))
 
-    def fix_faces(self, image, identities, layout, config=None, progress=None):
+    def fix_faces(self, image, identities, layout, config=None, progress=None, only=None):
         """Darkens the image once per failing identity (a visible change) and records the call."""
-        self.calls.append(("fix_faces", image, len(identities), layout, config))
-        failing = self._failing(len(identities))
+        self.calls.append(("fix_faces", image, len(identities), layout, config, only))
+        failing = [index for index in self._failing(len(identities)) if only is None or index in only]
         if not failing:
             return SimpleNamespace(image=image, faces=[], debug_images=[], messages=["the image is unchanged"],
                                    analysis=image)  # fmt: skip
@@ -64,6 +64,9 @@ class FakeEngine:
         faces = [SimpleNamespace(reference=index) for index in failing]
         return SimpleNamespace(image=fixed, faces=faces, debug_images=[(fixed, "after")], messages=["faces fixed"],
                                analysis=fixed)  # fmt: skip
+
+    def same_person_threshold(self) -> float:
+        return 0.5
 
     def check_identities(self, image, identities, layout):
         self.calls.append(("check_identities", len(identities)))
@@ -81,7 +84,7 @@ class FakeEngine:
             for index, status in enumerate(statuses)
         ]
 
-    def restore(self, image, references, config, progress=None):
-        self.calls.append(("restore", len(references), config))
+    def restore(self, image, references, config, progress=None, assignment=None):
+        self.calls.append(("restore", len(references), config, assignment))
         restored = Image.eval(image, lambda value: 255 - value)
         return SimpleNamespace(image=restored, faces=[], debug_images=[(image, "before"), (restored, "after")], messages=["1 face restored"])

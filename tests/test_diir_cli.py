@@ -34,7 +34,7 @@ def test_restore_command_explains_bad_options(testdata, tmp_path, capsys):
     portrait = str(testdata / "portraits" / "matt_damon" / "1.jpg")
     common = ["restore", "--image", portrait, "--id", portrait, "--out", str(tmp_path / "x.png")]
     assert main([*common, "--assign", "3"]) == 2
-    assert "--assign entry '3'" in capsys.readouterr().err
+    assert "Face 1 is given as '3': use a reference number (1 to 1) or off" in capsys.readouterr().err
     assert main([*common, "--resolution", "60"]) == 2
     assert "resolution 60 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()

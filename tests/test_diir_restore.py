@@ -120,7 +120,7 @@ def test_faces_can_be_switched_off_and_bad_input_is_explained(models, references
     result = diir.restore(pipe, encoder, fullbody, references, FAST, faces=faces, assignment=[None, None, None])
     assert np.array_equal(np.asarray(result.image), np.asarray(fullbody))
     assert result.messages == ["Every face was switched off: the image is unchanged"]
-    with pytest.raises(MagicIDError, match="one per face"):
+    with pytest.raises(MagicIDError, match="one entry per face"):
         diir.restore(pipe, encoder, fullbody, references, FAST, faces=faces, assignment=[0])
     with pytest.raises(MagicIDError, match="reference 5"):
         diir.restore(pipe, encoder, fullbody, references, FAST, faces=faces, assignment=[5, 0, 0])

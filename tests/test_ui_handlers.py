@@ -129,7 +129,7 @@ def test_fix_faces_appends_the_fixed_image_with_its_identity_check(testdata, two
     identities = [handlers.encode_identity([_photo(testdata)], name).identity for name in ("Ann", "Bob")]
     generated = handlers.generate(GenerateRequest(identities, two_people, "two friends", seed=4, steps=3, num_images=2))
     fixed = handlers.fix_faces(generated, 1)
-    _, image, count, layout, config = engine.calls[-2]
+    _, image, count, layout, config, _only = engine.calls[-2]
     assert image is generated.images[1] and count == 2 and layout.to_dict() == two_people.to_dict()
     assert (config.steps, config.seed) == (3, 4)
     assert len(fixed.images) == 3 and len(generated.images) == 2  # the session's previous results are not mutated
@@ -156,7 +156,7 @@ def test_the_canvas_shows_the_names_typed_in_the_identity_cards(two_people):
     from ui.layout_editor import _on_name, default_names
 
     layout, markup, _, _, shows, names = _on_name(1, two_people, 0, "  Bob ", default_names(6))
-    assert names[:2] == ["Person 1", "Bob"] and "#2: Bob" in markup and "#1: Person 1" in markup
+    assert names[:2] == ["Person 1", "Bob"] and ">Bob (drag" in markup and ">Person 1 (drag" in markup
     assert ("Bob", 1) in shows["choices"] and layout is two_people
     assert _on_name(1, two_people, 0, "", names)[-1][1] == "Person 2"
     box = two_people.face_boxes()[1].astype(int)
@@ -171,6 +171,16 @@ def test_restore_returns_before_and_after(handlers, testdata):
     assert outputs.before.size == outputs.after.size and "restored" in outputs.messages
     with pytest.raises(MagicIDError, match="reference photo"):
         handlers.restore(photo, [], DIIRConfig())
+
+
+def test_restore_takes_who_is_who_per_face(handlers, testdata):
+    photo = _photo(testdata)
+    handlers.restore(photo, [photo, photo], DIIRConfig(steps=2), who="2, off")
+    assert handlers.engine.calls[-1][-1] == [1, None]
+    handlers.restore(photo, [photo], DIIRConfig(steps=2), who="")
+    assert handlers.engine.calls[-1][-1] is None
+    with pytest.raises(MagicIDError, match="Face 2 is given as '3'"):
+        handlers.restore(photo, [photo], DIIRConfig(steps=2), who="1, 3")
 
 
 def test_parameters_fill_the_controls_back_in(two_people):

@@ -12,7 +12,7 @@ from magicid.layout import Layout
 from ui.drag_canvas import canvas_html
 from ui.events import PRIVATE
 from ui.generate_tab import GenerateTab, create_generate_tab
-from ui.handlers import AppHandlers, controls_from_parameters, user_errors
+from ui.handlers import AppHandlers, attempt, controls_from_parameters
 from ui.layout_editor import LayoutFns
 from ui.presets import size_label
 from ui.restore_tab import create_restore_tab
@@ -61,19 +61,18 @@ def build_app(handlers: AppHandlers, banner: str, is_miniature: bool, settings: 
             with gr.Tab("Restore faces", id="restore"):
                 create_restore_tab(handlers.restore)
         gr.Markdown(
-            "Each PNG you download carries its settings: drop it into *Reuse settings from a PNG* to reproduce it. "
+            "Each PNG you download keeps its settings: drop it into *Reuse settings from a PNG* to make it again. "
             "Your photos are only used for your own requests and are deleted from the server within two hours."
         )
     return demo
 
 
 def _banner_text(banner: str, is_miniature: bool) -> str:
-    text = f"**Model profile** · {banner}"
+    text = f"**Model** · {banner}"
     if is_miniature:
         text += (
-            "\n\nTo run this app with real weights, start it with `MAGICID_PROFILE=hub python app.py` "
-            "(Stable Diffusion 1.5 + ControlNet + IP-Adapter-FaceID from the Hugging Face Hub), or "
-            "`MAGICID_PROFILE=magicid MAGICID_MAGICID_WEIGHTS=/path/to/weights python app.py`."
+            "\n\nFor photographs, this app needs real model weights (Stable Diffusion 1.5 with ControlNet and "
+            "IP-Adapter-FaceID, or trained MagicID weights) on a GPU: whoever runs it can switch, as its README says."
         )
     return text
 
@@ -110,26 +109,31 @@ def _examples(tab: GenerateTab, limits: Limits) -> None:
 def _parameter_reader(tab: GenerateTab, handlers: AppHandlers, limits: Limits) -> None:
     with gr.Accordion("Reuse settings from a PNG", open=False):
         png = gr.File(label="Drop a PNG made by MagicID", file_types=[".png"], elem_id="parameters-png")
-        summary = gr.Markdown()
+        summary = gr.Markdown(elem_id="parameters-summary")
     controls = {
         "prompt": tab.prompt, "negative_prompt": tab.negative_prompt, "style": tab.style, "seed": tab.seed,
         "steps": tab.steps, "guidance_scale": tab.guidance, "id_scale": tab.id_scale,
         "controlnet_scale": tab.controlnet_scale, "num_images": tab.num_images, "diir_mode": tab.diir_mode,
         "diir_threshold_px": tab.diir_threshold,
     }  # fmt: skip
-    outputs = [*controls.values(), tab.randomize_seed, tab.editor.size, tab.editor.layout, tab.editor.canvas, summary]
+    people = [tab.num_people, *tab.names]
+    outputs = [*controls.values(), tab.randomize_seed, tab.editor.size, tab.editor.layout, tab.editor.canvas, *people, summary]
 
     def on_png(path, names):
         if not path:
             return [gr.skip()] * len(outputs)
-        with user_errors():
-            values = controls_from_parameters(handlers.read_parameters(path))
+        values, error = attempt(lambda: controls_from_parameters(handlers.read_parameters(path)))
+        if error:
+            return [*[gr.skip()] * (len(outputs) - 1), f"⚠ {error}"]
         updates = [values[name] if name in values else gr.skip() for name in controls]
         size = values.get("size")
         size_update = size_label(*size) if size in limits.size_choices else gr.skip()
         layout = values.get("layout")
         layout_updates = [layout, canvas_html(layout, names=names)] if layout is not None else [gr.skip(), gr.skip()]
-        note = f"Settings restored (seed {values.get('seed', '?')}). Upload the same people's photos, then Generate."
-        return [*updates, False, size_update, *layout_updates, note]
+        cast = values.get("names", [])[: limits.max_identities]
+        people_updates = [len(cast) or gr.skip(), *cast, *[gr.skip()] * (len(tab.names) - len(cast))]
+        who = f" with {', '.join(cast)}" if cast else ""
+        note = f"Settings restored (seed {values.get('seed', '?')}){who}. Upload the same people's photos, then Generate."
+        return [*updates, False, size_update, *layout_updates, *people_updates, note]
 
     png.upload(on_png, [png, tab.editor.names], outputs, **PRIVATE)

@@ -55,11 +55,11 @@ def _draw_selection(draw: ImageDraw.ImageDraw, layout, person: int, joint: int |
 
 
 def person_label(index: int, identity: int | None, names: list[str] | None = None) -> str:
-    """`#k: name` (the name of the identity person `index` shows; `Person i` when unnamed) or `#k: no identity`."""
+    """The name of the person figure `index` shows (`Person i` when unnamed), or `figure k (nobody)`: labels
+    follow the person cards, so removing a figure renames nobody."""
     if identity is None:
-        return f"#{index + 1}: no identity"
-    name = names[identity] if names and identity < len(names) and names[identity] else f"Person {identity + 1}"
-    return f"#{index + 1}: {name}"
+        return f"figure {index + 1} (nobody)"
+    return names[identity] if names and identity < len(names) and names[identity] else f"Person {identity + 1}"
 
 
 def _pixels(layout, keypoints: np.ndarray) -> np.ndarray:

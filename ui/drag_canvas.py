@@ -2,8 +2,9 @@
 
 The server draws the picture (skeletons, labelled face regions) and lays SVG handles over it: a ring per
 visible joint and a box per face (with its label). Dragging a ring moves that joint; dragging a face box or
-its label moves the whole person. On release the browser sends one `release` event with the drag, and the server applies it to the
-`Layout`, so the Python `Layout` stays the only source of truth.
+its label moves the whole person; a click without moving selects the person. On release the browser sends one
+`release` event (kind "joint", "face" or "select"), and the server applies it to the `Layout`, so the Python
+`Layout` stays the only source of truth.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ element.addEventListener('pointermove', (e) => {
 const finish = (e) => {
   if (!drag) return; const p = point(drag.svg, e); const d = drag; drag = null;
   d.handle.classList.remove('dragging');
-  if (Math.hypot(p.x - d.start.x, p.y - d.start.y) < 1) return;
-  trigger('release', {kind: d.kind, person: d.person, joint: d.joint, x: p.x, y: p.y, dx: p.x - d.start.x, dy: p.y - d.start.y});
+  const still = Math.hypot(p.x - d.start.x, p.y - d.start.y) < 1;
+  trigger('release', {kind: still ? 'select' : d.kind, person: d.person, joint: d.joint, x: p.x, y: p.y,
+                      dx: p.x - d.start.x, dy: p.y - d.start.y});
 };
 element.addEventListener('pointerup', finish);
 element.addEventListener('pointercancel', () => { drag = null; });
@@ -58,7 +60,7 @@ element.addEventListener('pointercancel', () => { drag = null; });
 class Drag:
     """One finished drag on the canvas, in canvas pixels."""
 
-    kind: str  # "joint" | "face"
+    kind: str  # "joint" | "face" (moved) | "select" (clicked without moving)
     person: int
     joint: int
     x: float
@@ -77,7 +79,7 @@ def canvas_html(layout: Layout, selected: tuple | None = None, names: list[str] 
     """SVG markup: the drawn layout as background (face regions labelled with `names`, the identity cards' names),
     with a draggable handle per visible joint and per face."""
     width, height = layout.width, layout.height
-    radius = max(5.0, max(width, height) / 90)
+    radius = max(8.0, max(width, height) / 60)  # about 10 screen px on a 600 px canvas: easy to grab
     label_px = max(12, width // 40) + 6  # the label font size used by `draw_canvas`, plus its gap
     parts = [
         f'<svg viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="layout editor">',
@@ -95,7 +97,7 @@ def canvas_html(layout: Layout, selected: tuple | None = None, names: list[str] 
             )
         for joint, (x, y, confidence) in enumerate(person.keypoints):
             if confidence > 0:
-                title = escape(f"{JOINT_NAMES[joint]} of person #{index + 1}: drag to move")
+                title = escape(f"{JOINT_NAMES[joint]} of {person_label(index, person.identity, names)}: drag to move")
                 parts.append(
                     f'<circle class="joint" data-kind="joint" data-person="{index}" data-joint="{joint}" fill="white" '
                     f'fill-opacity="0.15" stroke="white" stroke-width="1.5" '
@@ -106,13 +108,14 @@ def canvas_html(layout: Layout, selected: tuple | None = None, names: list[str] 
     return "".join(parts)
 
 
-def apply_drag(layout: Layout, drag: Drag) -> tuple[Layout, str]:
-    """The layout after `drag`, and a status line."""
+def apply_drag(layout: Layout, drag: Drag, names: list[str] | None = None) -> tuple[Layout, str]:
+    """The layout after `drag`, and a status line naming the person as the canvas does."""
+    who = person_label(drag.person, layout.people[drag.person].identity, names) if drag.person < len(layout.people) else ""
     if drag.kind == "joint":
         moved = layout.set_joint(drag.person, drag.joint, drag.x / layout.width, drag.y / layout.height)
-        return moved, f"Moved the {JOINT_NAMES[drag.joint]} of person #{drag.person + 1}."
+        return moved, f"Moved the {JOINT_NAMES[drag.joint]} of {who}."
     moved = layout.move(drag.person, drag.dx / layout.width, drag.dy / layout.height)
-    return moved, f"Moved person #{drag.person + 1}."
+    return moved, f"Moved {who}."
 
 
 def _png_data_url(image) -> str:

@@ -23,13 +23,15 @@ from magicid.config import DIIRConfig, GenerationConfig, Limits
 from magicid.errors import InvalidImageError, LayoutError, MagicIDError
 from magicid.imageio import load_image
 from magicid.layout import MAX_LAYOUT_BYTES, Layout
+from ui.files import session_file
+from ui.identity_check import ImageCheck, image_checks
 from ui.presets import apply_style
 
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 MAX_SEED = 2**31 - 1
-REPORT_HEADERS = ["image", "identity", "face similarity", "IoU with its region", "status"]
+REPORT_HEADERS = ["image", "person", "likeness (FaceSim)", "in place (IoU with their spot)", "status"]
 DIIR_MODES = ("auto", "on", "off")
 
 
@@ -77,6 +79,8 @@ class GenerateOutputs:
     identities: list = field(default_factory=list)  # the Identity objects generated from
     layout: Any | None = None  # the Layout generated from (at the generation size)
     names: list[str] = field(default_factory=list)  # display name per identity
+    checks: list[ImageCheck] = field(default_factory=list)  # per image: the identity check, drawn on it
+    files: list[str] = field(default_factory=list)  # per image: its PNG, named for download
 
 
 @dataclass
@@ -87,22 +91,39 @@ class RestoreOutputs:
     messages: str
 
 
+class Stopped(MagicIDError):
+    """The user pressed Stop: the request ends at the next denoising step."""
+
+
 UNEXPECTED = "Something went wrong on the server (it was logged): try again, or with other input"
+
+
+def user_message(error: Exception) -> str:
+    """The one line a user sees for `error`: a `MagicIDError`'s own message; any other exception is a bug, whose
+    traceback goes to the server log while the user gets a generic line that quotes nothing of it."""
+    if isinstance(error, (MagicIDError, gr.Error)):
+        return str(error.message if isinstance(error, gr.Error) else error)
+    logger.error("unexpected error in a request", exc_info=error)
+    return UNEXPECTED
+
+
+def attempt(fn: Callable, *args, **kwargs) -> tuple[Any, str | None]:
+    """`(fn(*args), None)`, or `(None, the user's one-line message)` when it raised."""
+    try:
+        return fn(*args, **kwargs), None
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line; bugs are logged by user_message
+        return None, user_message(error)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Show `MagicIDError`s as a Gradio error toast carrying the one-line message. Any other exception is a bug:
-    its traceback goes to the server log, and the user gets one generic line that quotes nothing of it."""
+    """Show failures as a Gradio error toast carrying `user_message`'s one line."""
     try:
         yield
-    except MagicIDError as error:
-        raise gr.Error(str(error), print_exception=False) from error
     except gr.Error:
         raise
     except Exception as error:
-        logger.exception("unexpected error in a request")
-        raise gr.Error(UNEXPECTED, print_exception=False) from error
+        raise gr.Error(user_message(error), print_exception=False) from error
 
 
 class AppHandlers:
@@ -186,9 +207,12 @@ class AppHandlers:
             parameters["layout"] = layout.to_dict()
         used_layout = Layout.from_dict(parameters["layout"]) if "layout" in parameters else None
         names = [identity.name or f"Person {index + 1}" for index, identity in enumerate(identities)]
+        parameters["names"] = names
         messages = _unique(layout_warnings + list(result.messages) + identity_warnings(result.report, names))
+        images = [with_parameters(image, {**parameters, "image_index": index}) for index, image in enumerate(result.images)]
+        threshold = self.engine.same_person_threshold()
         return GenerateOutputs(
-            images=[with_parameters(image, {**parameters, "image_index": index}) for index, image in enumerate(result.images)],
+            images=images,
             debug_images=list(result.debug_images),
             report_rows=report_rows(result.report, names),
             messages=_markdown_list(messages) or "All identities were found in the result.",
@@ -197,18 +221,22 @@ class AppHandlers:
             identities=list(identities),
             layout=used_layout,
             names=names,
+            checks=image_checks(images, result.report, used_layout, names, threshold),
+            files=[_png_file(image, f"magicid-{seed}-{index + 1}.png") for index, image in enumerate(images)],
         )
 
     def fix_faces(
-        self, previous: GenerateOutputs | None, index: int | None = None, progress: Progress | None = None
-    ) -> GenerateOutputs:
-        """Re-denoise with DIIR the failing identities' faces of result `index`; the fixed image is appended."""
+        self, previous: GenerateOutputs | None, index: int | None = None, progress: Progress | None = None,
+        only: list[int] | None = None,
+    ) -> GenerateOutputs:  # fmt: skip
+        """Re-denoise with DIIR the failing identities' faces of result `index` (those in `only`, when given);
+        the fixed image is appended."""
         if previous is None or not previous.images:
             raise MagicIDError("Generate an image first, then fix the faces that fail the identity check")
         index = min(max(int(index or 0), 0), len(previous.images) - 1)
         config = DIIRConfig(steps=int(previous.parameters.get("steps", DIIRConfig.steps)), seed=previous.seed)
         source = previous.images[index]
-        result = self.engine.fix_faces(source, previous.identities, previous.layout, config, progress=progress)
+        result = self.engine.fix_faces(source, previous.identities, previous.layout, config, progress=progress, only=only)
         if not result.faces:
             lines = [f"Image {index + 1}: {line}" for line in result.messages]
             return replace(previous, messages=_markdown_list(lines))
@@ -226,9 +254,13 @@ class AppHandlers:
         who = ", ".join(parameters["fixed_identities"])
         summary = f"Image {number} is image {index + 1} with the faces of {who} re-denoised (DIIR)."
         verdict = warnings or [f"Image {number}: every identity is in its place (see the identity check)."]
+        image = with_parameters(result.image, parameters)
+        check = image_checks([image], report, previous.layout, names, self.engine.same_person_threshold())
         return replace(
             previous,
-            images=[*previous.images, with_parameters(result.image, parameters)],
+            images=[*previous.images, image],
+            checks=[*previous.checks, *check],
+            files=[*previous.files, _png_file(image, f"magicid-{previous.seed}-{number}-fixed.png")],
             debug_images=[*previous.debug_images, *result.debug_images],
             report_rows=[*previous.report_rows, *rows],
             messages=_markdown_list([summary, *result.messages, *verdict]),
@@ -237,18 +269,22 @@ class AppHandlers:
     # restoration ------------------------------------------------------------------------------------------
     def restore(
         self, image: str | Image.Image | None, reference_files: list[str] | None, config: DIIRConfig,
-        progress: Progress | None = None,
+        progress: Progress | None = None, who: str = "",
     ) -> RestoreOutputs:  # fmt: skip
+        """`who`: per small face, largest first, the reference number or "off" ("2, off, 1"); empty: by likeness."""
+        from magicid.diir import parse_assignment
+
         if image is None:
             raise InvalidImageError("Upload the image whose faces should be restored")
         if not reference_files:
             raise MagicIDError("Upload at least one reference photo (one photo per person in the image)")
+        assignment = parse_assignment(who, len(_paths(reference_files)))
         before = load_image(image, self.limits)
         references = [
             self.engine.encode_identity([load_image(path, self.limits)], name=Path(path).stem)
             for path in _paths(reference_files)
         ]
-        result = self.engine.restore(before, references, config, progress=progress)
+        result = self.engine.restore(before, references, config, progress=progress, assignment=assignment)
         return RestoreOutputs(before, result.image, list(result.debug_images), _markdown_list(list(result.messages)))
 
     # reproducibility --------------------------------------------------------------------------------------
@@ -288,6 +324,9 @@ def controls_from_parameters(parameters: dict) -> dict[str, Any]:
         controls["size"] = (int(parameters["width"]), int(parameters["height"]))
     if isinstance(parameters.get("layout"), dict):
         controls["layout"] = Layout.from_dict(parameters["layout"])
+    names = parameters.get("names") or parameters.get("identities")
+    if isinstance(names, list) and all(isinstance(name, str) for name in names):
+        controls["names"] = [name.strip()[:80] or f"Person {index + 1}" for index, name in enumerate(names)]
     return controls
 
 
@@ -301,6 +340,15 @@ def with_parameters(image: Image.Image, parameters: dict) -> Image.Image:
     reopened = Image.open(buffer)
     reopened.load()
     return reopened
+
+
+def _png_file(image: Image.Image, name: str) -> str:
+    """`image` (with its parameters) as a PNG file called `name`, so the gallery's download keeps that name."""
+    from magicid.pngmeta import read_parameters, save_png
+
+    path = session_file(name)
+    save_png(image, path, read_parameters(image) or {})
+    return str(path)
 
 
 def report_rows(report: list, names: list[str]) -> list[list[Any]]:
@@ -354,8 +402,13 @@ def _require_identities(identities: list) -> list:
 
 
 def _paths(files) -> list[str]:
-    files = files if isinstance(files, (list, tuple)) else [files]
-    return [getattr(item, "name", item) if not isinstance(item, (str, Path)) else str(item) for item in files]
+    """Paths from a File's value (paths or file objects) or a Gallery's ((path, caption) pairs)."""
+    files = files if isinstance(files, list) else [files]
+    paths = []
+    for item in files:
+        item = item[0] if isinstance(item, tuple) else item
+        paths.append(str(item) if isinstance(item, (str, Path)) else str(getattr(item, "name", item)))
+    return paths
 
 
 def _unique(lines: list[str]) -> list[str]:

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     validate_generation(config, len(args.ids), engine.limits)  # fail fast, before any model loads
     identities = encode_identities(engine, args)
     result = engine.generate(config, identities, layout)
-    for message in result.messages:
+    for message in [*result.messages, *result.report_lines]:
         print(f"note: {message}", file=sys.stderr)
     for path, image in zip(_output_paths(Path(args.out), len(result.images)), result.images):
         path.parent.mkdir(parents=True, exist_ok=True)

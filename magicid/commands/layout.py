@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from magicid.errors import LayoutError
-from magicid.layout import MAX_TEMPLATE_PEOPLE, TEMPLATES, Layout
+from magicid.layout import MAX_TEMPLATE_PEOPLE, TEMPLATES, Layout, people_count
 
 
 HELP = "make a layout of people (JSON) from a template or a photo, for `generate --skeleton`"
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     layout = build_layout(args)
     layout.to_json(args.out)
     faces = sum(1 for box in layout.face_boxes() if box is not None)
-    print(f"wrote {args.out}: {layout.width}x{layout.height}, {len(layout.people)} people, {faces} faces")
+    print(f"wrote {args.out}: {layout.width}x{layout.height}, {people_count(len(layout.people))}, {faces} faces")
     for warning in layout.validate(faces):
         print(f"warning: {warning}")
     if args.preview:

@@ -52,14 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from magicid.diir import parse_assignment
     from magicid.imageio import load_image
     from magicid.pngmeta import save_png
 
     config = _config(args)
+    assignment = parse_assignment(args.assign, len(args.ids))
     image = load_image(args.image)  # fail fast on a bad picture, before any model loads
     engine = engine_from_args(args)
     references = encode_identities(engine, args, default_name=lambda index: f"#{index + 1}")
-    result = _restore(engine, image, references, config, _assignment(args.assign, len(references)))
+    result = engine.restore(image, references, config, assignment=assignment)
     for message in result.messages:
         print(f"note: {message}", file=sys.stderr)
     out = Path(args.out).with_suffix(".png")
@@ -80,33 +82,6 @@ def _config(args: argparse.Namespace) -> DIIRConfig:
     )  # fmt: skip
     validate_diir_config(config, Limits())
     return config
-
-
-def _assignment(spec: str | None, num_references: int) -> list[int | None] | None:
-    """'2,off,1' -> [1, None, 0] (reference indices); None when not given."""
-    from magicid.errors import InvalidSettingError
-
-    if not spec:
-        return None
-    assignment = []
-    for part in (piece.strip().lower() for piece in spec.split(",")):
-        if part == "off":
-            assignment.append(None)
-        elif part.isdigit() and 1 <= int(part) <= num_references:
-            assignment.append(int(part) - 1)
-        else:
-            raise InvalidSettingError(f"--assign entry {part!r}: use an --id number (1 to {num_references}) or off")
-    return assignment
-
-
-def _restore(engine, image, references, config: DIIRConfig, assignment):
-    if assignment is None:
-        return engine.restore(image, references, config)
-    from magicid import diir
-
-    return diir.restore(
-        engine.pipeline, engine.identity_encoder, image, references, config, assignment=assignment, limits=engine.limits
-    )
 
 
 def _parameters(config: DIIRConfig, references) -> dict:

@@ -50,7 +50,9 @@ def engine_from_args(args: argparse.Namespace, override_fields: tuple[str, ...] 
     resolve_device(profile), resolve_dtype(profile)  # refuse a bad --device / --dtype before anything loads
     engine = MagicID.from_profile(profile)
     if engine.is_miniature:
-        print(f"notice: {engine.banner()}", file=sys.stderr)
+        from magicid.profiles import TINY_CLI_ADVICE
+
+        print(f"notice: {engine.banner()} {TINY_CLI_ADVICE}", file=sys.stderr)
     return engine
 
 

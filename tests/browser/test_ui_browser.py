@@ -45,6 +45,7 @@ def _set_number(page: Page, elem_id: str, value: int) -> None:
 def test_page_loads_with_the_profile_banner(page: Page, app_url, artifacts):
     _open(page, app_url)
     expect(page.locator("#banner")).to_contain_text("not photographs")
+    expect(page.locator("#banner")).not_to_contain_text("--profile")  # no command-line advice in the web UI
     expect(page.locator("#layout-canvas svg image")).to_have_count(1)
     expect(page.locator("#layout-canvas circle").first).to_be_visible()
     expect(page.get_by_role("tab", name="Restore faces")).to_be_visible()
@@ -54,7 +55,7 @@ def test_page_loads_with_the_profile_banner(page: Page, app_url, artifacts):
 def test_upload_identity_generate_and_see_results(page: Page, browser, app_url, testdata, artifacts, tmp_path):
     _open(page, app_url)
     page.locator("#person-1-name :is(input, textarea)").fill("Barack")  # the card's name labels the canvas
-    expect(page.locator('#layout-canvas rect[data-person="0"] title')).to_contain_text("#1: Barack", timeout=30_000)
+    expect(page.locator('#layout-canvas rect[data-person="0"] title')).to_contain_text("Barack", timeout=30_000)
     page.locator("#person-1-photos input[type=file]").set_input_files(str(testdata / "portraits" / "barack_obama" / "1.jpg"))
     expect(page.locator("#person-1-status")).to_contain_text("Face found", timeout=GENERATE_TIMEOUT_MS)
     page.locator("#prompt textarea").fill("a man in a suit, studio portrait")
@@ -63,8 +64,10 @@ def test_upload_identity_generate_and_see_results(page: Page, browser, app_url, 
     page.screenshot(path=artifacts / "02-identity-uploaded.png", full_page=True)
     page.locator("#generate-button").click()
     expect(page.locator("#results img").first).to_be_visible(timeout=GENERATE_TIMEOUT_MS)
+    page.get_by_role("button", name=re.compile("How it was made")).click()
     expect(page.locator("#debug img").first).to_be_visible(timeout=10_000)
-    expect(page.locator("#report")).to_contain_text("Barack")
+    expect(page.locator("#identity-check")).to_contain_text("Barack", timeout=10_000)  # a labelled box per person
+    expect(page.locator("#fix-person-1")).to_contain_text("Fix Barack's face")  # the tiny model draws no face
     page.screenshot(path=artifacts / "03-generated.png", full_page=True)
     page.locator("#fix-faces-button").click()  # the tiny model draws no real face: nothing to re-denoise, it says so
     expect(page.locator("#messages")).to_contain_text("Image 1: Barack: no face overlaps their region", timeout=60_000)
@@ -105,9 +108,16 @@ def test_layout_editor_drags_joints_and_people(page: Page, app_url, testdata, ar
     expect(page.locator("#person-2-name")).to_be_visible()
     expect(page.locator("#layout-status")).to_contain_text("2 people", timeout=30_000)
     _drag(page, '#layout-canvas circle[data-person="0"][data-joint="4"]', 10, -150)
-    expect(page.locator("#layout-status")).to_contain_text("Moved the right wrist of person #1", timeout=30_000)
+    expect(page.locator("#layout-status")).to_contain_text("Moved the right wrist of Person 1", timeout=30_000)
+    page.locator("#layout-undo").click()
+    expect(page.locator("#layout-status")).to_contain_text("Undone", timeout=30_000)
     _drag(page, '#layout-canvas rect[data-person="1"]', -40, 30, at_top=True)  # by its label, above the head
-    expect(page.locator("#layout-status")).to_contain_text("Moved person #2", timeout=30_000)
+    expect(page.locator("#layout-status")).to_contain_text("Moved Person 2", timeout=30_000)
+    _drag(page, '#layout-canvas rect[data-person="0"]', 0, 0, at_top=True)  # a click without moving selects
+    expect(page.locator("#layout-status")).to_contain_text("Person 1 selected", timeout=30_000)
+    page.locator("#layout-remove").click()  # removing Person 1's figure renames nobody
+    expect(page.locator('#layout-canvas rect[data-kind="face"]')).to_have_count(1, timeout=30_000)
+    expect(page.locator('#layout-canvas rect[data-kind="face"] title')).to_contain_text("Person 2")
     page.screenshot(path=artifacts / "06-layout-edited.png", full_page=True)
     page.get_by_text("a family of four on a beach at sunset, full body").click()  # an example fills the editor
     expect(page.locator("#person-4-name")).to_be_visible(timeout=30_000)
@@ -150,6 +160,9 @@ def test_restore_tab_shows_before_and_after(page: Page, app_url, testdata, artif
     expect(page.locator("#restore-result img").first).to_be_visible()
     expect(page.locator("#restore-debug img").first).to_be_visible()
     page.screenshot(path=artifacts / "08-restored.png", full_page=True)
+    page.locator("#restore-who textarea, #restore-who input").first.fill("off, off")  # the user decides who is who
+    page.locator("#restore-button").click()
+    expect(page.locator("#restore-messages")).to_contain_text("Every face was switched off", timeout=GENERATE_TIMEOUT_MS)
 
 
 def test_corrupt_upload_shows_an_error_not_a_crash(page: Page, app_url, artifacts):
@@ -160,5 +173,11 @@ def test_corrupt_upload_shows_an_error_not_a_crash(page: Page, app_url, artifact
     expect(page.locator("#person-1-status")).to_contain_text("⚠")
     page.screenshot(path=artifacts / "04-corrupt-upload.png", full_page=True)
     page.locator("#generate-button").click()  # the app still answers: it explains what is missing
-    expect(page.get_by_text("has no usable photo").first).to_be_visible(timeout=30_000)
+    alert = page.locator("#generate-alert")
+    expect(alert).to_contain_text("has no usable photo", timeout=30_000)
+    page.wait_for_timeout(6_000)  # a toast would have faded by now; the alert stays until dismissed
+    expect(alert).to_be_visible()
+    expect(page.locator("#results").get_by_text("Error")).to_have_count(0)
     page.screenshot(path=artifacts / "05-generate-without-identity.png", full_page=True)
+    page.locator("#generate-alert-dismiss").click()
+    expect(alert).to_be_hidden(timeout=10_000)
