@@ -13,6 +13,7 @@ Environment:
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -67,8 +68,30 @@ def create_app(engine, settings: Settings | None = None) -> gr.Blocks:
     handlers.generate = on_gpu(handlers.generate, GENERATE_GPU_SECONDS)
     handlers.restore = on_gpu(handlers.restore, RESTORE_GPU_SECONDS)
     handlers.fix_faces = on_gpu(handlers.fix_faces, RESTORE_GPU_SECONDS)
-    app_settings = AppSettings(max_images=settings.max_images, limits=settings.limits)
+    app_settings = AppSettings(max_images=settings.max_images, limits=settings.limits, download_status=download_line)
     return build_app(handlers, engine.banner(), engine.is_miniature, app_settings)
+
+
+def download_line() -> str:
+    from magicid.downloads import STATUS
+
+    return STATUS.line()
+
+
+def load_in_background(engine) -> threading.Thread:
+    """Start loading (and on a first hub run, downloading) the models now, so the page can show the download and
+    the first click does not start it. A failure is printed here and said again to whoever generates."""
+    from magicid.errors import MagicIDError
+
+    def load():
+        try:
+            engine.preload()
+        except MagicIDError as error:
+            print(f"MagicID: {error}")
+
+    thread = threading.Thread(target=load, name="magicid-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def launch_options(settings: Settings) -> dict:
@@ -93,6 +116,8 @@ def main() -> None:
         # Loaded here, in the main process, onto "cuda" (which ZeroGPU emulates until a call holds the GPU).
         print("MagicID: loading the models at start-up (ZeroGPU)")
         engine.preload()
+    elif settings.profile == "hub":
+        load_in_background(engine)
     demo = create_app(engine, settings)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1).launch(**launch_options(settings))
 

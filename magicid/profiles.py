@@ -204,6 +204,8 @@ def _load_hub(config: ProfileConfig, embedder: FaceEmbedder | None):
     # IP-Adapter-FaceID needs ArcFace embeddings: fail in one line before gigabytes of downloads, not after
     embedder = embedder or _hub_face_embedder()
     local = local_files_only(config.base_model)
+    if not local:
+        _fetch_first(config)
     fetcher = Fetcher(local)
     components = _load_base_model(config, local, fetcher)
     controlnet = fetcher(
@@ -231,6 +233,17 @@ def _load_hub(config: ProfileConfig, embedder: FaceEmbedder | None):
     resampler = adopt_faceid_plus(pipe, shortcut="v2" in config.ip_adapter_weight.lower())
     _check_embedder(embedder, resampler, "the IP-Adapter FaceID weights")
     return pipe, IdentityEncoder(resampler, image_encoder, pipe.feature_extractor, embedder)
+
+
+def _fetch_first(config: ProfileConfig) -> None:
+    """Download what is missing in one announced, disk-checked, visible step. A file the Hub refuses is left to
+    the loaders, whose error names every missing component."""
+    from magicid.downloads import fetch_hub_files
+
+    try:
+        fetch_hub_files(config)
+    except (OSError, HfHubHTTPError) as error:
+        logger.info("could not fetch the hub profile's files up front: %s", error)
 
 
 def _hub_face_embedder() -> FaceEmbedder:
@@ -312,10 +325,32 @@ def _ddim(repo: str, local: bool) -> DDIMScheduler:
 def _load_image_encoder(source: str, local: bool, fetcher: Fetcher) -> CLIPVisionModelWithProjection:
     if source == TINY:
         return build_tiny_components().image_encoder
-    return fetcher(
-        "CLIP image encoder", source, "MAGICID_IMAGE_ENCODER",
-        lambda: CLIPVisionModelWithProjection.from_pretrained(source, local_files_only=local),
-    )
+
+    def load():
+        with _text_tower_unreported():
+            return CLIPVisionModelWithProjection.from_pretrained(source, local_files_only=local)
+
+    return fetcher("CLIP image encoder", source, "MAGICID_IMAGE_ENCODER", load)
+
+
+class _OnlyUnexpectedKeys(logging.Filter):
+    """Drops transformers' load report when all it lists is unused checkpoint weights: the vision encoder of a full
+    CLIP checkpoint leaves its text tower unused, every run. Missing or mismatched weights are still reported."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "LOAD REPORT" not in message or "MISSING" in message or "MISMATCH" in message
+
+
+@contextlib.contextmanager
+def _text_tower_unreported():
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    only_unexpected = _OnlyUnexpectedKeys()
+    report_logger.addFilter(only_unexpected)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(only_unexpected)
 
 
 # --- magicid ------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class AppSettings:
 
     max_images: int = 4
     limits: Limits | None = None
+    download_status: Callable[[], str] | None = None  # a line while the models download ('' when not)
 
 
 def build_app(handlers: AppHandlers, banner: str, is_miniature: bool, settings: AppSettings | None = None) -> gr.Blocks:
@@ -49,6 +51,8 @@ def build_app(handlers: AppHandlers, banner: str, is_miniature: bool, settings: 
     with gr.Blocks(title="MagicID · photos of your people", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         gr.Markdown("# MagicID\nPhotos of **specific people**, alone or together, placed where you want them.")
         gr.Markdown(_banner_text(banner, is_miniature), elem_id="banner", elem_classes=["tiny"] if is_miniature else [])
+        if settings.download_status is not None:
+            _download_line(demo, settings.download_status)
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 layout_fns = LayoutFns(handlers.template_layout, handlers.photo_layout, handlers.layout_from_file)
@@ -65,6 +69,22 @@ def build_app(handlers: AppHandlers, banner: str, is_miniature: bool, settings: 
             "Your photos are only used for your own requests and are deleted from the server within two hours."
         )
     return demo
+
+
+DOWNLOAD_POLL_S = 2.0
+
+
+def _download_line(demo: gr.Blocks, status: Callable[[], str]) -> None:
+    """A line under the banner while the weights download; polling stops once nothing is downloading."""
+    line = gr.Markdown(visible=False, elem_id="download-status")
+    timer = gr.Timer(DOWNLOAD_POLL_S, active=False)
+
+    def poll():
+        text = status()
+        return gr.update(value=text, visible=bool(text)), gr.Timer(active=bool(text))
+
+    for event in (demo.load, timer.tick):
+        event(poll, outputs=[line, timer], show_progress="hidden", **PRIVATE)
 
 
 def _banner_text(banner: str, is_miniature: bool) -> str:

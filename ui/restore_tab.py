@@ -30,7 +30,7 @@ def create_restore_tab(restore_fn: Callable[..., RestoreOutputs]) -> dict[str, g
                 id_scale = gr.Slider(0.0, 2.0, value=defaults.id_scale, step=0.05, label="ID strength")
                 seed = gr.Number(defaults.seed, label="Seed", precision=0, minimum=0)
             who = gr.Textbox(
-                label="Who is each face (optional)", placeholder="e.g. 2, off, 1", max_length=400, elem_id="restore-who",
+                label="Who is each face (optional)", value="", placeholder="e.g. 2, off, 1", max_length=400, elem_id="restore-who",
                 info="Per small face, largest first (the messages number them): a reference photo's number, or off "
                 "to leave that face as it is. Empty: each reference restores the face most like it.",
             )  # fmt: skip
