@@ -13,6 +13,7 @@ from magicid.config import ProfileConfig
 from magicid.downloads import GB, DownloadStatus, HubFile, check_free_space, fetch_hub_files, hub_files, plan_downloads
 from magicid.errors import MissingWeightsError
 
+
 REPO = Path(__file__).resolve().parent.parent
 
 

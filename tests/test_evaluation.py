@@ -15,7 +15,7 @@ from magicid.errors import MissingWeightsError
 from magicid.evaluation.judges import pick_judge
 from magicid.evaluation.metrics import PersonScore, aggregate, pose_error, score_image
 from magicid.evaluation.runner import TABLE_COLUMNS
-from magicid.evaluation.suites import Suite, build_suite
+from magicid.evaluation.suites import RESTORE_FACE_PX, Suite, build_suite
 from magicid.perception.analysis import ImageAnalysis
 from magicid.perception.faces import Face
 
@@ -144,6 +144,34 @@ def test_smoke_run_writes_a_table_with_every_row_and_column(testdata, tmp_path):
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0
     assert len((out / "cases.jsonl").read_text().splitlines()) == 3  # resumed: nothing generated again
+
+
+def test_the_restore_suite_shrinks_a_photo_the_model_never_saw(testdata):
+    suite = build_suite("restore", testdata / "portraits", limit=2)
+    assert [row.name for row in suite.rows] == ["input", "DIIR"] and len(suite.cases) == 2
+    for case in suite.cases:
+        (person,) = case.people
+        assert case.source not in person.condition and case.source not in person.judge
+        assert case.width == case.height == RESTORE_FACE_PX
+
+
+def test_restore_smoke_run_changes_no_pixel_outside_the_masks(testdata, tmp_path):
+    out = tmp_path / "restore"
+    command = [sys.executable, "-m", "magicid", "evaluate", "--suite", "restore", "--identities",
+               str(testdata / "portraits"), "--out", str(out), "--profile", "tiny", "--limit", "1", "--steps", "1",
+               "--judge", "dlib", "--allow-conditioning-judge"]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    validate_results(results)
+    rows = results["rows"]
+    assert rows["DIIR"]["changed_outside_masks"] == 0 and rows["input"]["changed_outside_masks"] is None
+    assert rows["DIIR"]["similarity_rises"] in (0.0, 1.0) and rows["input"]["similarity_rises"] is None
+    before, after = (np.asarray(Image.open(out / "images" / row / "restore-000.png"), np.int16) for row in ("input", "diir"))
+    assert before.shape == after.shape and np.abs(after - before).max() > 0  # the face was restored
+    input_case = next(case for case in results["cases"] if case["row"] == "input")
+    assert input_case["scores"][0]["status"] == "ok"  # the shrunk face is found (tiny's restored face is noise)
+    assert "judge similarity rises" in (out / "table.md").read_text()
 
 
 def validate_results(results: dict) -> None:

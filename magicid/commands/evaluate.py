@@ -9,11 +9,14 @@ from pathlib import Path
 from magicid.commands.shared import add_profile_arguments, engine_from_args
 
 
-HELP = "Run an evaluation suite (single, group, fullbody) and write results.json and table.md."
+HELP = "Run an evaluation suite (single, group, fullbody, restore) and write results.json and table.md."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", required=True, choices=("single", "group", "fullbody"), help="which table")
+    from magicid.evaluation.suites import KINDS
+
+    parser.add_argument("--suite", required=True, choices=KINDS,
+                        help="which table; restore: real photos shrunk to 64 px faces, as they are and restored by DIIR")  # fmt: skip
     parser.add_argument("--identities", required=True, type=Path,
                         help="folder with one sub-folder of photos per person (e.g. data/mini/crops/held_out)")  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="output folder (resumable)")

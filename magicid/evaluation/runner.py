@@ -15,8 +15,10 @@ import numpy as np
 from tqdm import tqdm
 
 from magicid.config import GenerationConfig
+from magicid.errors import MagicIDError
 from magicid.evaluation.metrics import PersonScore, aggregate, as_dicts, score_image
 from magicid.evaluation.suites import Case, Suite
+from magicid.facesim import iou
 from magicid.imageio import load_image
 from magicid.perception import detect_faces
 from magicid.perception.embedders import FaceEmbedder, l2_normalize
@@ -70,6 +72,9 @@ def evaluate(engine, suite: Suite, judge: FaceEmbedder, out_dir: Path, steps: in
 
 
 def _run_case(engine, case: Case, row, identities, references, everyone, judge, out_dir, steps, save_images) -> dict:
+    if case.source is not None:
+        return _run_restore_case(engine, case, row, identities, references, everyone, judge, out_dir, steps,
+                                 save_images)  # fmt: skip
     from magicid.layout import Layout
 
     layout = Layout.from_template(case.template, len(case.people), case.width, case.height)
@@ -93,6 +98,58 @@ def _run_case(engine, case: Case, row, identities, references, everyone, judge, 
     return {"case": case.case_id, "row": row.name, "people": [p.name for p in case.people], "seed": case.seed,
             "seconds": round(seconds, 3), "size": list(image.size), "scores": as_dicts(scores),
             "regions": [np.round(region, 2).tolist() for region in regions]}  # fmt: skip
+
+
+def _run_restore_case(engine, case: Case, row, identities, references, everyone, judge, out_dir, steps,
+                      save_images) -> dict:  # fmt: skip
+    """Table 4's setting on a real photo: its largest face shrunk to `case.width` px, then as it is (row "input")
+    or restored by DIIR with the person's other photos. Also records the largest pixel change outside the paste
+    masks (DIIR promises 0)."""
+    from magicid.config import DIIRConfig
+    from magicid.perception.analysis import ImageAnalysis
+
+    small, box = _shrunk(load_image(case.source), case.width)
+    started = time.perf_counter()
+    analysis, changed_outside = ImageAnalysis(small), None
+    if row.overrides.get("restore"):
+        config = DIIRConfig(seed=case.seed, **({"steps": steps} if steps else {}))
+        candidates = analysis.faces_smaller_than(config.threshold_px)
+        assignment = [0 if iou(face.box, box) > 0.5 else None for face in candidates]  # only the shrunk face
+        restored = engine.restore(analysis, identities, config, assignment=assignment)
+        changed_outside = _largest_change_outside(small, restored.image, restored.faces)
+        analysis = restored.analysis
+    seconds = time.perf_counter() - started
+    person = case.people[0]
+    scores = score_image(analysis, [box], [references[person.name]], [references[_other(everyone, person.name)]],
+                         [np.zeros((18, 3))], judge)  # fmt: skip
+    if save_images:
+        folder = out_dir / "images" / _slug(row.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        analysis.image.save(folder / f"{case.case_id}.png")
+    return {"case": case.case_id, "row": row.name, "people": [person.name], "seed": case.seed,
+            "seconds": round(seconds, 3), "size": list(small.size), "scores": as_dicts(scores),
+            "regions": [np.round(box, 2).tolist()], "changed_outside_masks": changed_outside}  # fmt: skip
+
+
+def _shrunk(image, face_px: int):
+    """`image` scaled so its largest face is `face_px` wide, and that face's box in the result."""
+    from PIL import Image
+
+    faces = detect_faces(image)
+    if not faces:
+        raise MagicIDError("a restore-suite photo has no detectable face: remove it from the folder")
+    scale = face_px / max(faces[0].size, 1.0)
+    size = (max(round(image.width * scale), 1), max(round(image.height * scale), 1))
+    return image.resize(size, Image.Resampling.LANCZOS), np.asarray(faces[0].box, np.float64) * scale
+
+
+def _largest_change_outside(before, after, faces) -> int:
+    """The largest change (grey levels) of any pixel outside every restored face's paste mask."""
+    inside = np.zeros((before.height, before.width), bool)
+    for face in faces:
+        inside |= face.paste_mask_in(before.size) > 0
+    difference = np.abs(np.asarray(after.convert("RGB"), np.int16) - np.asarray(before.convert("RGB"), np.int16))
+    return int(difference[~inside].max()) if (~inside).any() else 0
 
 
 def _skeleton_pixels(layout, identity: int) -> np.ndarray:
@@ -129,12 +186,26 @@ def _results(engine, suite: Suite, judge: FaceEmbedder, done: dict, steps, image
         rows[row.name] = {"overrides": row.overrides, "cases": len(entries),
                           **aggregate(scores, [entry["seconds"] for entry in entries], judge),
                           "face_fid": fid_rows.get(row.name)}  # fmt: skip
+    if suite.kind == "restore":
+        _add_restore_columns(rows, suite, done)
     return {
         "suite": suite.name, "kind": suite.kind, "profile": engine.profile.name, "judge": judge.name,
         "settings": {**dataclasses.asdict(GenerationConfig()), **({"steps": steps} if steps else {})},
         "versions": _versions(), "rows": rows, "not_measured": not_measured,
         "cases": [done[key] for key in sorted(done)],
     }  # fmt: skip
+
+
+def _add_restore_columns(rows: dict, suite: Suite, done: dict) -> None:
+    """The DIIR row's share of faces whose judge similarity rose over the input's, and the largest change of a
+    pixel outside the paste masks (0 means DIIR kept its promise)."""
+    for name, row in rows.items():
+        pairs = [(done[(case.case_id, "input")], done[(case.case_id, name)]) for case in suite.cases
+                 if (case.case_id, "input") in done and (case.case_id, name) in done]  # fmt: skip
+        changes = [after["changed_outside_masks"] for _, after in pairs if after.get("changed_outside_masks") is not None]
+        rises = [after["scores"][0]["face_sim"] > before["scores"][0]["face_sim"] for before, after in pairs]
+        row["similarity_rises"] = float(np.mean(rises)) if rises and name != "input" else None
+        row["changed_outside_masks"] = max(changes) if changes else None
 
 
 def _face_fids(suite: Suite, done: dict, images_dir: Path | None) -> tuple[dict[str, float], str | None]:
@@ -195,6 +266,10 @@ def table_markdown(results: dict) -> str:
     for name, row in results["rows"].items():
         cells = [_cell(row[key]) for key, _ in TABLE_COLUMNS]
         lines.append(f"| {name} | {row['cases']} | " + " | ".join(cells) + " |")
+    if results["kind"] == "restore":
+        lines += ["", "| row | judge similarity rises | largest change outside the masks (grey levels) |", "|---|---|---|"]
+        lines += [f"| {name} | {_cell(row['similarity_rises'])} | {_cell(row['changed_outside_masks'])} |"
+                  for name, row in results["rows"].items()]  # fmt: skip
     lines += ["", f"FaceSim, own > shuffled, nearest is own: cosine of the `{results['judge']}` judge, a face counts "
               "only at its box (IoU > 0.5; missing = 0). Pose error: eyes and nose vs the skeleton, / face size.", ""]
     lines += [f"- {metric}: {why}" for metric, why in results["not_measured"].items()]

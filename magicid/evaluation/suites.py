@@ -13,7 +13,8 @@ from magicid.errors import MagicIDError
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-KINDS = ("single", "group", "fullbody")
+KINDS = ("single", "group", "fullbody", "restore")
+RESTORE_FACE_PX = 64  # the restore suite shrinks each photo until its face is this wide (DIIR: below 100 px)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Case:
     height: int
     prompt: str
     seed: int
+    source: str | None = None  # restore suite: the photo whose face is shrunk and restored (not a condition photo)
 
 
 @dataclass
@@ -65,6 +67,8 @@ def rows_for(kind: str) -> list[Row]:
         return [Row("MagicID"), Row("ID off", {"id_scale": 0.0})]
     if kind == "group":
         return [Row("MagicID"), Row("MGMICA off", {"masked_id_attention": False}), Row("ID off", {"id_scale": 0.0})]
+    if kind == "restore":  # Table 4: the shrunk photo as it is, and restored by DIIR with the person's other photo
+        return [Row("input"), Row("DIIR", {"restore": True})]
     return [Row("MagicID + DIIR", {"restore_small_faces": True}), Row("DIIR off", {"restore_small_faces": False})]
 
 
@@ -85,10 +89,13 @@ def people_in(folder: Path) -> list[PersonPhotos]:
 def build_suite(kind: str, folder: Path, limit: int | None = None, template: str | None = None,
                 prompt: str = "a photo of a person", seed: int = 0) -> Suite:  # fmt: skip
     """`single`: one case per person; `group`: people two and three at a time; `fullbody`: one small full-body
-    person per case (DIIR's setting)."""
+    person per case (DIIR's setting); `restore`: one real photo per person with at least two, its face shrunk to
+    `RESTORE_FACE_PX` and restored with the person's first photo."""
     if kind not in KINDS:
         raise MagicIDError(f"unknown suite {kind!r}: choose one of {', '.join(KINDS)}")
     people = people_in(folder)
+    if kind == "restore":
+        return _restore_suite(folder, people, limit, seed)
     if kind == "group":
         groups, start = [], 0
         while start + 2 <= len(people):
@@ -104,3 +111,15 @@ def build_suite(kind: str, folder: Path, limit: int | None = None, template: str
         cases.append(Case(f"{kind}-{index:03d}", group, template or default_template, width, 512, prompt,
                           seed + index))  # fmt: skip
     return Suite(f"{kind} ({folder.name})", kind, cases, rows_for(kind))
+
+
+def _restore_suite(folder: Path, people: list[PersonPhotos], limit: int | None, seed: int) -> Suite:
+    with_two = [person for person in people if len(person.judge) >= 2]
+    if not with_two:
+        raise MagicIDError(f"--identities {folder.name}: the restore suite needs people with at least 2 photos")
+    cases = [
+        Case(f"restore-{index:03d}", [PersonPhotos(p.name, p.judge[:1], p.judge[:-1])], "photo", RESTORE_FACE_PX,
+             RESTORE_FACE_PX, "", seed + index, source=p.judge[-1])
+        for index, p in enumerate(with_two[:limit])
+    ]  # fmt: skip
+    return Suite(f"restore ({folder.name})", "restore", cases, rows_for("restore"))
