@@ -13,7 +13,7 @@ HELP = "Run an evaluation suite (single, group, fullbody, restore) and write res
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from magicid.evaluation.suites import KINDS
+    from magicid.evaluation.suites import KINDS, RESTORE_FACE_PX
 
     parser.add_argument("--suite", required=True, choices=KINDS,
                         help="which table; restore: real photos shrunk to 64 px faces, as they are and restored by DIIR")  # fmt: skip
@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", default=None, help="layout template (default: portrait; full-body for fullbody)")
     parser.add_argument("--prompt", default="a photo of a person")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--face-px", type=int, default=RESTORE_FACE_PX,
+                        help="restore suite: the width each photo's face is shrunk to (DIIR restores faces under 100 px)")  # fmt: skip
     add_profile_arguments(parser)
 
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from magicid.evaluation.runner import evaluate
     from magicid.evaluation.suites import build_suite
 
-    suite = build_suite(args.suite, args.identities, args.limit, args.template, args.prompt, args.seed)
+    suite = build_suite(args.suite, args.identities, args.limit, args.template, args.prompt, args.seed, args.face_px)
     engine = engine_from_args(args)
     conditioning = engine.identity_encoder.embedder.name
     judge = pick_judge(args.judge, conditioning, args.allow_conditioning_judge)

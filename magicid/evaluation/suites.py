@@ -87,15 +87,15 @@ def people_in(folder: Path) -> list[PersonPhotos]:
 
 
 def build_suite(kind: str, folder: Path, limit: int | None = None, template: str | None = None,
-                prompt: str = "a photo of a person", seed: int = 0) -> Suite:  # fmt: skip
+                prompt: str = "a photo of a person", seed: int = 0, face_px: int = RESTORE_FACE_PX) -> Suite:  # fmt: skip
     """`single`: one case per person; `group`: people two and three at a time; `fullbody`: one small full-body
     person per case (DIIR's setting); `restore`: one real photo per person with at least two, its face shrunk to
-    `RESTORE_FACE_PX` and restored with the person's first photo."""
+    `face_px` and restored with the person's other photos."""
     if kind not in KINDS:
         raise MagicIDError(f"unknown suite {kind!r}: choose one of {', '.join(KINDS)}")
     people = people_in(folder)
     if kind == "restore":
-        return _restore_suite(folder, people, limit, seed)
+        return _restore_suite(folder, people, limit, seed, face_px)
     if kind == "group":
         groups, start = [], 0
         while start + 2 <= len(people):
@@ -113,13 +113,14 @@ def build_suite(kind: str, folder: Path, limit: int | None = None, template: str
     return Suite(f"{kind} ({folder.name})", kind, cases, rows_for(kind))
 
 
-def _restore_suite(folder: Path, people: list[PersonPhotos], limit: int | None, seed: int) -> Suite:
+def _restore_suite(folder: Path, people: list[PersonPhotos], limit: int | None, seed: int, face_px: int) -> Suite:
+    if not 16 <= face_px < 100:
+        raise MagicIDError(f"--face-px {face_px}: choose 16 to 99 (DIIR restores faces smaller than 100 px)")
     with_two = [person for person in people if len(person.judge) >= 2]
     if not with_two:
         raise MagicIDError(f"--identities {folder.name}: the restore suite needs people with at least 2 photos")
     cases = [
-        Case(f"restore-{index:03d}", [PersonPhotos(p.name, p.judge[:1], p.judge[:-1])], "photo", RESTORE_FACE_PX,
-             RESTORE_FACE_PX, "", seed + index, source=p.judge[-1])
+        Case(f"restore-{index:03d}", [PersonPhotos(p.name, p.judge[:1], p.judge[:-1])], "photo", face_px, face_px, "", seed + index, source=p.judge[-1])
         for index, p in enumerate(with_two[:limit])
     ]  # fmt: skip
     return Suite(f"restore ({folder.name})", "restore", cases, rows_for("restore"))
