@@ -82,9 +82,10 @@ def load_profile(
     if config.insightface_root:  # perception finds ArcFace through this variable
         os.environ["MAGICID_INSIGHTFACE_ROOT"] = str(config.insightface_root)
     pipe, encoder = loaders[config.name](config, embedder)
-    for model in (pipe, encoder.resampler, encoder.image_encoder):
-        cast = {"dtype": dtype} if dtype != model.dtype else {}  # no-op casts make diffusers warn
-        model.to(device=device, **cast)
+    with _filtered("diffusers.models.modeling_utils", _NoEmptyFloat32List()):
+        for model in (pipe, encoder.resampler, encoder.image_encoder):
+            cast = {"dtype": dtype} if dtype != model.dtype else {}  # no-op casts make diffusers warn
+            model.to(device=device, **cast)
     return pipe, encoder
 
 
@@ -342,15 +343,26 @@ class _OnlyUnexpectedKeys(logging.Filter):
         return "LOAD REPORT" not in message or "MISSING" in message or "MISMATCH" in message
 
 
-@contextlib.contextmanager
+class _NoEmptyFloat32List(logging.Filter):
+    """Drops diffusers' "modules ... should be kept in float32: []" warning, printed for every model cast to float16
+    although the list of such modules is empty."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
 def _text_tower_unreported():
-    report_logger = logging.getLogger("transformers.modeling_utils")
-    only_unexpected = _OnlyUnexpectedKeys()
-    report_logger.addFilter(only_unexpected)
+    return _filtered("transformers.modeling_utils", _OnlyUnexpectedKeys())
+
+
+@contextlib.contextmanager
+def _filtered(logger_name: str, log_filter: logging.Filter):
+    target = logging.getLogger(logger_name)
+    target.addFilter(log_filter)
     try:
         yield
     finally:
-        report_logger.removeFilter(only_unexpected)
+        target.removeFilter(log_filter)
 
 
 # --- magicid ------------------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def test_smoke_run_writes_a_table_with_every_row_and_column(testdata, tmp_path):
 
 def test_the_restore_suite_shrinks_a_photo_the_model_never_saw(testdata):
     suite = build_suite("restore", testdata / "portraits", limit=2)
-    assert [row.name for row in suite.rows] == ["input", "DIIR"] and len(suite.cases) == 2
+    assert [row.name for row in suite.rows] == ["input", "DIIR", "DIIR, ID off"] and len(suite.cases) == 2
     for case in suite.cases:
         (person,) = case.people
         assert case.source not in person.condition and case.source not in person.judge

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 import torch
 from diffusers import ControlNetModel, StableDiffusionPipeline
 from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
+from hub_layout import faceid_file
 from PIL import Image
 
 from magicid.config import ProfileConfig
 from magicid.errors import MissingWeightsError
-from magicid.mgmica import IDAttnProcessor, id_attention_state_dict, install_id_attention
+from magicid.mgmica import IDAttnProcessor, id_attention_state_dict
 from magicid.profiles import build_tiny_pipeline, load_profile, save_magicid_weights
 from magicid.resampler import IDResampler
 
@@ -50,40 +50,6 @@ def encode(encoder, face_dim: int) -> torch.Tensor:
         return encoder.resampler(torch.ones(1, face_dim) / face_dim**0.5, clip)
 
 
-def to_original_faceid_plus_keys(projection: IPAdapterFaceIDPlusImageProjection) -> dict[str, torch.Tensor]:
-    """diffusers' FaceID-Plus projection -> the key names of IP-Adapter's original checkpoint (`image_proj`)."""
-    renames = {"proj.net.0.proj.": "proj.0.", "proj.net.2.": "proj.2.", "norm.": "norm."}
-    original = {}
-    for key, value in projection.state_dict().items():
-        for new, old in renames.items():
-            if key.startswith(new):
-                original[old + key[len(new):]] = value
-                break
-        else:
-            original.update(_perceiver_key(key, value, projection.state_dict()))
-    return original
-
-
-def _perceiver_key(key: str, value: torch.Tensor, state: dict) -> dict[str, torch.Tensor]:
-    prefix = "perceiver_resampler."
-    if not key.startswith("layers."):
-        return {prefix + key: value}
-    _, index, rest = key.split(".", 2)
-    layer = f"{prefix}layers.{index}."
-    mapping = {
-        "ln0.": "0.norm1.", "ln1.": "0.norm2.", "attn.to_q.": "0.to_q.", "attn.to_out.0.": "0.to_out.",
-        "ff.0.": "1.0.", "ff.1.net.0.proj.": "1.1.", "ff.1.net.2.": "1.3.",
-    }  # fmt: skip
-    if rest == "attn.to_k.weight":
-        return {layer + "0.to_kv.weight": torch.cat([value, state[f"layers.{index}.attn.to_v.weight"]])}
-    if rest == "attn.to_v.weight":
-        return {}
-    for new, old in mapping.items():
-        if rest.startswith(new):
-            return {layer + old + rest[len(new):]: value}
-    raise KeyError(key)
-
-
 @pytest.fixture(scope="module")
 def hub_folders(tmp_path_factory, tiny_components):
     """Tiny checkpoints in the hub profile's layouts: an SD1.5 diffusers folder, a ControlNet folder, a CLIP
@@ -101,30 +67,8 @@ def hub_folders(tmp_path_factory, tiny_components):
     projection = IPAdapterFaceIDPlusImageProjection(
         embed_dims=64, output_dims=32, hidden_dims=32, id_embeddings_dim=512, heads=1, dim_head=64, depth=4
     )
-    unet = copy.deepcopy(parts.unet)
-    install_id_attention(unet)
-    adapter = {key: torch.randn_like(value) for key, value in id_attention_state_dict(unet).items()}
-    (root / "ipa").mkdir()
-    torch.save({"image_proj": to_original_faceid_plus_keys(projection), "ip_adapter": {**adapter, **faceid_lora(unet)}},
-               root / "ipa" / FACEID_PLUS_FILE)  # fmt: skip
+    adapter = faceid_file(parts.unet, projection, root / "ipa" / FACEID_PLUS_FILE)
     return root, projection, adapter
-
-
-LORA_RANK = 4
-
-
-def faceid_lora(unet) -> dict[str, torch.Tensor]:
-    """The LoRA tensors an IP-Adapter-FaceID file carries for every attention layer (`{index}.to_q_lora.down.weight`
-    ...), at tiny size; non-zero `up` weights, so an applied LoRA changes the output."""
-    generator = torch.Generator().manual_seed(3)
-    tensors = {}
-    for index, name in enumerate(unet.attn_processors):
-        attn = unet.get_submodule(name.removesuffix(".processor"))
-        projections = {"to_q": attn.to_q, "to_k": attn.to_k, "to_v": attn.to_v, "to_out": attn.to_out[0]}
-        for kind, linear in projections.items():
-            tensors[f"{index}.{kind}_lora.down.weight"] = torch.randn(LORA_RANK, linear.in_features, generator=generator)
-            tensors[f"{index}.{kind}_lora.up.weight"] = torch.randn(linear.out_features, LORA_RANK, generator=generator) * 0.1
-    return tensors
 
 
 def hub_config(root) -> ProfileConfig:
@@ -271,7 +215,7 @@ def magicid_folder(tmp_path_factory, tiny_components):
 
 
 @pytest.mark.parametrize("name", ["tiny", "hub", "magicid"])
-def test_every_profile_generates_and_restores_in_bfloat16(name, hub_folders, magicid_folder):
+def test_every_profile_generates_and_restores_in_bfloat16(name, hub_folders, magicid_folder, capfd):
     """bfloat16 on the CPU takes the code path of float16 on CUDA: every model must move with the pipeline, and
     every tensor fed to them must follow (the hub profile's landmark ControlNet once stayed behind)."""
     import dataclasses
@@ -288,6 +232,7 @@ def test_every_profile_generates_and_restores_in_bfloat16(name, hub_folders, mag
     modules = [module for module in pipe.components.values() if isinstance(module, torch.nn.Module)]
     modules += [encoder.resampler, encoder.image_encoder]
     assert {module.dtype for module in modules} == {torch.bfloat16}
+    assert "should be kept in float32" not in capfd.readouterr().err  # diffusers' empty-list warning is silenced
     assert (pipe.landmark_controlnet is not None) == (name == "hub")
     embedding = np.ones(512, np.float32) / 512**0.5
     person = Identity("A", embedding, [Image.new("RGB", (224, 224), "gray")], Image.new("RGB", (128, 128)))

@@ -112,7 +112,7 @@ def _run_restore_case(engine, case: Case, row, identities, references, everyone,
     started = time.perf_counter()
     analysis, changed_outside = ImageAnalysis(small), None
     if row.overrides.get("restore"):
-        config = DIIRConfig(seed=case.seed, **({"steps": steps} if steps else {}))
+        config = DIIRConfig(seed=case.seed, id_scale=row.overrides.get("id_scale", 1.0), **({"steps": steps} if steps else {}))
         candidates = analysis.faces_smaller_than(config.threshold_px)
         assignment = [0 if iou(face.box, box) > 0.5 else None for face in candidates]  # only the shrunk face
         restored = engine.restore(analysis, identities, config, assignment=assignment)

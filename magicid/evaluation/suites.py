@@ -68,7 +68,7 @@ def rows_for(kind: str) -> list[Row]:
     if kind == "group":
         return [Row("MagicID"), Row("MGMICA off", {"masked_id_attention": False}), Row("ID off", {"id_scale": 0.0})]
     if kind == "restore":  # Table 4: the shrunk photo as it is, and restored by DIIR with the person's other photo
-        return [Row("input"), Row("DIIR", {"restore": True})]
+        return [Row("input"), Row("DIIR", {"restore": True}), Row("DIIR, ID off", {"restore": True, "id_scale": 0.0})]
     return [Row("MagicID + DIIR", {"restore_small_faces": True}), Row("DIIR off", {"restore_small_faces": False})]
 
 
