@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py --out $OUT                                   # on a GPU: SD1.5 size, float16
     python benchmarks/gpu_check.py --size tiny --device cpu --dtype bfloat16 --steps 2 --out /tmp/gpu-check
+    python benchmarks/gpu_check.py --real --evaluate identities/ --out $OUT     # the real weights in the HF cache
 
 It builds components with random weights (SD1.5 size: the UNet, ControlNets, VAE, CLIP-L text and CLIP ViT-H
 image towers, a FaceID-PlusV2 file with its LoRA), writes them as the Hugging Face cache of every repo the hub
@@ -10,6 +11,9 @@ times loading, a 512x512 portrait, DIIR on its face region, and a 3-person group
 peak accelerator memory of each. bfloat16 on a CPU takes the float16-on-CUDA code path, so the tiny run here
 checks that every model and tensor follows the pipeline's device and dtype. The face embedder is a stand-in
 (512-d, like buffalo_l's ArcFace): identity quality is not what this measures, only that the real-weights path runs.
+With `--real` nothing is built: the profiles load the real weights (and ArcFace) from the machine's Hugging Face
+cache. `--evaluate DIR` (one sub-folder of photos per person) also runs `python -m magicid evaluate`'s single suite
+with each profile and puts its table rows into the report.
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default=None, help="default: float16 on cuda, bfloat16 on cpu")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--profiles", default="hub,magicid")
+    parser.add_argument("--real", action="store_true", help="use the real weights in the Hugging Face cache")
+    parser.add_argument("--magicid-weights", default=None, help="with --real: the trained magicid profile's folder")
+    parser.add_argument("--evaluate", type=Path, default=None, help="folder of identities for the evaluate suite")
+    parser.add_argument("--judge", default="auto", help="evaluate's identity judge")
+    parser.add_argument("--limit", type=int, default=2, help="evaluate: cases per suite")
     return parser.parse_args(argv)
 
 
@@ -105,14 +114,15 @@ def magicid_weights(folder: Path, parts, hub, size: str) -> Path:
     return folder
 
 
-def check_profile(config, steps: int) -> dict:
+def check_profile(config, args, embedder) -> dict:
     from magicid import diir
     from magicid.config import DIIRConfig, GenerationConfig
     from magicid.engine import MagicID
     from magicid.layout import Layout
 
     report = {}
-    engine = MagicID(config, embedder=StandInEmbedder())
+    steps = args.steps
+    engine = MagicID(config, embedder=embedder)
     (pipe, encoder), report["load"] = _measured(engine._load)
     people = [_person(name) for name in ("A", "B", "C")]
     portrait = GenerationConfig(prompt="a photo of a person", width=512, height=512, steps=steps, seed=0,
@@ -128,9 +138,22 @@ def check_profile(config, steps: int) -> dict:
     group = dataclasses.replace(portrait, width=768, height=512)
     group_layout = Layout.from_template("standing", 3, 768, 512)
     _, report["group_3_768x512"] = _measured(lambda: engine.generate(group, people, group_layout))
+    if args.evaluate:
+        report["evaluate"] = _evaluate(engine, args, args.out / f"evaluate-{config.name}")
     report["dtype"] = str(pipe.unet.dtype)
     report["landmark_controlnet"] = pipe.landmark_controlnet is not None
     return report
+
+
+def _evaluate(engine, args, out: Path) -> dict:
+    from magicid.evaluation.judges import pick_judge
+    from magicid.evaluation.runner import evaluate
+    from magicid.evaluation.suites import build_suite
+
+    suite = build_suite("single", args.evaluate, args.limit)
+    judge = pick_judge(args.judge, engine.identity_encoder.embedder.name)
+    results, timing = _measured(lambda: evaluate(engine, suite, judge, out, args.steps))
+    return {"judge": results["judge"], "rows": results["rows"], **timing}
 
 
 def _person(name: str):
@@ -167,10 +190,9 @@ def _measured(work):
     return value, {"seconds": seconds, "peak_memory_gb": peak}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("float16" if device == "cuda" else "bfloat16")
+def _random_configs(args, device: str, dtype: str, report: dict) -> dict:
+    """Random components of `args.size` written as the Hub cache (HF_HUB_CACHE must be set before the Hub is
+    imported, so this runs first), and the hub and magicid profiles that read them."""
     cache = Path(tempfile.mkdtemp(prefix="magicid-hub-cache-"))
     os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
     from hub_layout import write_hub_cache
@@ -181,17 +203,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.size == "tiny":  # PlusV2's shortcut adds the 768-d CLIP tokens to the ID tokens: it needs SD1.5's widths
         hub = dataclasses.replace(hub, ip_adapter_weight="ip-adapter-faceid-plus_sd15.bin")
     parts, projection = build_parts(args.size)
-    _, built = _measured(lambda: write_hub_cache(cache, hub, parts, projection))
-    report = {"size": args.size, "device": device, "dtype": dtype, "steps": args.steps, "write_cache": built,
+    _, report["write_cache"] = _measured(lambda: write_hub_cache(cache, hub, parts, projection))
+    weights = magicid_weights(cache / "magicid", parts, hub, args.size)
+    return {"hub": hub, "magicid": dataclasses.replace(hub, name="magicid", magicid_weights=str(weights))}
+
+
+def _real_configs(args, device: str, dtype: str) -> dict:
+    from magicid.config import ProfileConfig
+
+    return {"hub": ProfileConfig.from_env("hub", device=device, dtype=dtype),
+            "magicid": ProfileConfig.from_env("magicid", device=device, dtype=dtype,
+                                              **({"magicid_weights": args.magicid_weights} if args.magicid_weights else {}))}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("float16" if device == "cuda" else "bfloat16")
+    report = {"size": "real" if args.real else args.size, "device": device, "dtype": dtype, "steps": args.steps,
               "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "torch": torch.__version__}  # fmt: skip
-    configs = {"hub": hub, "magicid": dataclasses.replace(
-        hub, name="magicid", magicid_weights=str(magicid_weights(cache / "magicid", parts, hub, args.size)))}
+    configs = _real_configs(args, device, dtype) if args.real else _random_configs(args, device, dtype, report)
+    args.out.mkdir(parents=True, exist_ok=True)
     for name in args.profiles.split(","):
         try:
-            report[name] = check_profile(configs[name], args.steps)
+            report[name] = check_profile(configs[name], args, None if args.real else StandInEmbedder())
         except Exception as error:  # the report says which profile failed and how, and the others still run
             report[name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report))
     return 0 if all("error" not in report[name] for name in args.profiles.split(",")) else 1
