@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from magicid.errors import MissingWeightsError
 from magicid.evaluation.judges import pick_judge
 from magicid.evaluation.metrics import PersonScore, aggregate, pose_error, score_image
 from magicid.evaluation.runner import TABLE_COLUMNS
-from magicid.evaluation.suites import RESTORE_FACE_PX, Suite, build_suite
+from magicid.evaluation.suites import RESTORE_FACE_PX, Row, Suite, build_suite
 from magicid.perception.analysis import ImageAnalysis
 from magicid.perception.faces import Face
 
@@ -172,6 +173,38 @@ def test_restore_smoke_run_changes_no_pixel_outside_the_masks(testdata, tmp_path
     input_case = next(case for case in results["cases"] if case["row"] == "input")
     assert input_case["scores"][0]["status"] == "ok"  # the shrunk face is found (tiny's restored face is noise)
     assert "judge similarity rises" in (out / "table.md").read_text()
+
+
+class RecordingEngine:
+    """Just what `row_engine` reads: a profile, limits and the face embedder."""
+
+    def __init__(self, profile, limits=None, embedder=None):
+        self.profile, self.limits, self.embedder = profile, limits, embedder
+        self.identity_encoder = SimpleNamespace(embedder=embedder or "dlib")
+
+
+def test_a_row_with_other_weights_gets_its_own_engine_once(tmp_path):
+    from magicid.config import ProfileConfig
+    from magicid.evaluation.runner import row_engine
+
+    engine, engines = RecordingEngine(ProfileConfig(name="mini")), {}
+    assert row_engine(engine, Row("MagicID"), engines) is engine
+    other = row_engine(engine, Row("L_cfa off", weights=str(tmp_path)), engines)
+    assert other is not engine and other.profile.magicid_weights == str(tmp_path) and other.embedder == "dlib"
+    assert row_engine(engine, Row("L_cfa off", weights=str(tmp_path)), engines) is other
+
+
+def test_ablation_rows_name_trained_folders_and_refuse_anything_else(tmp_path):
+    from magicid.commands.evaluate import ablation_rows
+    from magicid.errors import InvalidSettingError
+
+    (tmp_path / "magicid.json").write_text("{}")
+    (row,) = ablation_rows([f"L_cfa off={tmp_path}"], "mini")
+    assert row.name == "L_cfa off" and row.weights == str(tmp_path.resolve()) and row.overrides == {}
+    for specs, profile, message in (([f"={tmp_path}"], "mini", "NAME=FOLDER"), ([f"x={tmp_path}"], "tiny", "trained"),
+                                    ([f"x={tmp_path / 'nope'}"], "magicid", "magicid.json")):  # fmt: skip
+        with pytest.raises(InvalidSettingError, match=message):
+            ablation_rows(specs, profile)
 
 
 def validate_results(results: dict) -> None:

@@ -29,17 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", default=None, help="layout template (default: portrait; full-body for fullbody)")
     parser.add_argument("--prompt", default="a photo of a person")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ablation", action="append", default=[], metavar="NAME=FOLDER",
+                        help="an extra row generated with other trained weights of the profile, e.g. "
+                             "'L_cfa off=runs/mmf-no-cfa/final' (repeatable)")  # fmt: skip
     parser.add_argument("--face-px", type=int, default=RESTORE_FACE_PX,
                         help="restore suite: the width each photo's face is shrunk to (DIIR restores faces under 100 px)")  # fmt: skip
     add_profile_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from magicid.errors import InvalidSettingError
     from magicid.evaluation.judges import pick_judge
     from magicid.evaluation.runner import evaluate
     from magicid.evaluation.suites import build_suite
 
     suite = build_suite(args.suite, args.identities, args.limit, args.template, args.prompt, args.seed, args.face_px)
+    suite.rows += ablation_rows(args.ablation, args.profile)
+    names = [row.name for row in suite.rows]
+    if len(set(names)) < len(names):
+        raise InvalidSettingError(f"--ablation: every row needs its own name (the suite's rows are {', '.join(names)})")
     engine = engine_from_args(args)
     conditioning = engine.identity_encoder.embedder.name
     judge = pick_judge(args.judge, conditioning, args.allow_conditioning_judge)
@@ -47,3 +55,21 @@ def run(args: argparse.Namespace) -> int:
     print((args.out / "table.md").read_text())
     print(json.dumps({"results": str(args.out / "results.json"), "rows": len(results["rows"])}))
     return 0
+
+
+def ablation_rows(specs: list[str], profile: str | None) -> list:
+    """`NAME=FOLDER` -> a table row generated with the weights in FOLDER (trained models only)."""
+    from magicid.errors import InvalidSettingError
+    from magicid.evaluation.suites import Row
+
+    rows = []
+    for spec in specs:
+        name, _, folder = spec.partition("=")
+        if not name.strip() or not folder.strip():
+            raise InvalidSettingError(f"--ablation {spec[:60]!r}: write NAME=FOLDER, e.g. 'L_cfa off=runs/no-cfa/final'")
+        if profile not in ("magicid", "mini"):
+            raise InvalidSettingError("--ablation compares trained weights: use it with --profile magicid or mini")
+        if not (Path(folder.strip()) / "magicid.json").is_file():
+            raise InvalidSettingError(f"--ablation {name.strip()}: {Path(folder).name} is not a folder written by train/ (no magicid.json)")
+        rows.append(Row(name.strip(), weights=str(Path(folder.strip()).resolve())))
+    return rows

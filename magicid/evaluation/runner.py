@@ -56,11 +56,12 @@ def evaluate(engine, suite: Suite, judge: FaceEmbedder, out_dir: Path, steps: in
     everyone = [person.name for case in suite.cases for person in case.people]
     todo = [(case, row) for case in suite.cases for row in suite.rows if (case.case_id, row.name) not in done]
     encoded = {}  # case id -> identities: each case's photos are encoded once for all its rows
+    engines = {}  # weights folder -> engine, for the rows that compare trained weights
     with (out_dir / "cases.jsonl").open("a") as log:
         for case, row in tqdm(todo, desc=f"evaluate {suite.kind}", unit="image"):
             if case.case_id not in encoded:
                 encoded = {case.case_id: [engine.encode_identity(p.condition, name=p.name) for p in case.people]}
-            entry = _run_case(engine, case, row, encoded[case.case_id], references, everyone, judge, out_dir, steps,
+            entry = _run_case(row_engine(engine, row, engines), case, row, encoded[case.case_id], references, everyone, judge, out_dir, steps,
                               save_images)  # fmt: skip
             log.write(json.dumps(entry) + "\n")
             log.flush()
@@ -69,6 +70,17 @@ def evaluate(engine, suite: Suite, judge: FaceEmbedder, out_dir: Path, steps: in
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     (out_dir / "table.md").write_text(table_markdown(results))
     return results
+
+
+def row_engine(engine, row, engines: dict):
+    """The engine that generates `row`: `engine`, or one on `row.weights` (same profile, same face embedder), loaded
+    once. Identities encoded by `engine` serve it too: its resampler turns their embeddings into its own F_id."""
+    if row.weights is None:
+        return engine
+    if row.weights not in engines:
+        profile = dataclasses.replace(engine.profile, magicid_weights=row.weights)
+        engines[row.weights] = type(engine)(profile, engine.limits, embedder=engine.identity_encoder.embedder)
+    return engines[row.weights]
 
 
 def _run_case(engine, case: Case, row, identities, references, everyone, judge, out_dir, steps, save_images) -> dict:

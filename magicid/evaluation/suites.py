@@ -42,6 +42,7 @@ class Row:
 
     name: str
     overrides: dict = field(default_factory=dict)
+    weights: str | None = None  # another trained folder of the same profile (e.g. trained without L_cfa)
 
 
 @dataclass
