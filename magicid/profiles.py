@@ -231,6 +231,8 @@ def _load_hub(config: ProfileConfig, embedder: FaceEmbedder | None):
         feature_extractor=CLIPImageProcessor(), id_mode="unet", landmark_controlnet=landmark_controlnet,
     )
     pipe.load_ip_adapter(str(adapter_file.parent), subfolder="", weight_name=adapter_file.name, image_encoder_folder=None)
+    # FaceID-Plus and -PlusV2 files hold the same tensors (names and shapes); V2 only adds the CLIP shortcut at
+    # inference, so the file's name is the one thing that tells them apart
     resampler = adopt_faceid_plus(pipe, shortcut="v2" in config.ip_adapter_weight.lower())
     _check_embedder(embedder, resampler, "the IP-Adapter FaceID weights")
     return pipe, IdentityEncoder(resampler, image_encoder, pipe.feature_extractor, embedder)
