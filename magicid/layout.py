@@ -4,6 +4,8 @@ A `Layout` drives group generation: `render_condition()` is the ControlNet condi
 landmarks of people that have them, combined as in MMF training) and `identity_masks(N)` gives
 the face-region masks of Mask Guided Multi-ID Cross Attention (Alg. 1), at canvas size (the attention processor
 downsamples them to each layer's token grid). Edits never change a layout in place: each returns a new one.
+Templates live in `layout_templates`, face boxes and masks in `face_regions`, layouts made from a photo in
+`layout_from_photo`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from PIL import Image
 
 from magicid.config import Limits
 from magicid.errors import LayoutError
+from magicid.face_regions import box_iou, face_box_from_keypoints, soft_ellipse_mask, visible_fraction
 from magicid.layout_templates import MAX_TEMPLATE_PEOPLE, TEMPLATES, template_poses
 from magicid.skeleton import (  # noqa: F401  (re-exported: the names of the OpenPose-18 joints)
     FACE_JOINTS,
@@ -50,15 +53,6 @@ COORDINATE_RANGE = 10.0
 MAX_LAYOUT_BYTES = 2 * 1024 * 1024
 OVERLAP_IOU_WARNING = 0.3
 MAKE_ONE = "make one with `python -m magicid layout`"
-# Face boxes estimated from keypoints mimic the face detector's (MTCNN) boxes, so that the IoU > 0.5 rule of the
-# report can match generated faces to layout regions: their height / width, and the cue factors in `_face_width`,
-# were fitted on 52 people in the test photos (median IoU with the detected box 0.79).
-FACE_ASPECT = 1.32
-MASK_MARGIN = 1.15  # ellipse semi-axes relative to the face box: take in hairline, chin and cheeks
-MASK_SOFT_EDGE = 0.3  # width of the soft edge, in units of the ellipse radius
-# `magicid.mgmica` averages each mask over the cells of a layer's token grid: a face far smaller than a cell (32 px
-# at the 16 x 16 grid of a 512 canvas) would get only a faint weight there, so masks are at least this big
-MIN_MASK_RADIUS = 1 / 22  # of the canvas' longer side
 
 
 @dataclass
@@ -530,65 +524,12 @@ class Layout:
         return (visible.min(axis=0) + visible.max(axis=0)) / 2
 
 
-# ---- face regions ------------------------------------------------------------------------------------------
+# ---- helpers -----------------------------------------------------------------------------------------------
 
 
 def people_count(count: int) -> str:
     """"1 person", "3 people"."""
     return "1 person" if count == 1 else f"{count} people"
-
-
-def face_box_from_keypoints(keypoints: np.ndarray, width: int, height: int) -> np.ndarray | None:
-    """Estimate the face box (px) from the head keypoints (without any: just above the neck).
-
-    Face width is the largest of several head-size cues (ear to ear, eye to eye, nose to neck, eye to ear),
-    because each one shrinks when the head turns or tilts, but never grows. None when neither a head point
-    nor the neck is visible.
-    """
-    points = {j: keypoints[j, :2] * (width, height) for j in range(18) if keypoints[j, 2] > 0}
-    face_points = [points[j] for j in FACE_JOINTS if j in points]
-    face_width = _face_width(points)
-    if face_points:
-        centre_x = float(np.mean([p[0] for p in face_points]))
-        eye_nose = [points[j][1] for j in (NOSE, R_EYE, L_EYE) if j in points] or [p[1] for p in face_points]
-        centre_y = float(np.mean(eye_nose)) + 0.05 * face_width  # the chin is further below the nose than the brow
-    elif NECK in points:  # seen from behind, or a head the detector missed
-        centre_x, centre_y = float(points[NECK][0]), float(points[NECK][1]) - 1.2 * face_width
-    else:
-        return None
-    half_w, half_h = face_width / 2, face_width * FACE_ASPECT / 2
-    return np.array([centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h])
-
-
-def _face_width(points: dict[int, np.ndarray]) -> float:
-    def distance(a: int, b: int) -> float:
-        return float(np.linalg.norm(points[a] - points[b])) if a in points and b in points else 0.0
-
-    cues = [
-        0.86 * distance(R_EAR, L_EAR),
-        2.1 * distance(R_EYE, L_EYE),
-        0.68 * distance(NOSE, NECK),
-        1.45 * max(distance(R_EYE, R_EAR), distance(L_EYE, L_EAR)),
-    ]
-    width = max(cues)
-    if width <= 0:
-        width = 0.32 * distance(R_SHOULDER, L_SHOULDER)
-    return width if width > 0 else 16.0  # a lone head point: a small default face
-
-
-def soft_ellipse_mask(box: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A `(height, width)` float32 mask: 1 on an ellipse around `box` (px), a smooth edge, exactly 0 beyond it.
-
-    Compact support (rather than a Gaussian tail) keeps each identity exactly out of the other faces.
-    """
-    centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    min_radius = MIN_MASK_RADIUS * max(width, height)
-    radius_x = max((box[2] - box[0]) / 2 * MASK_MARGIN, min_radius)
-    radius_y = max((box[3] - box[1]) / 2 * MASK_MARGIN, min_radius)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    radius = np.sqrt(((xs + 0.5 - centre_x) / radius_x) ** 2 + ((ys + 0.5 - centre_y) / radius_y) ** 2)
-    edge = np.clip((radius - (1 - MASK_SOFT_EDGE)) / (2 * MASK_SOFT_EDGE), 0, 1)
-    return (1 - edge * edge * (3 - 2 * edge)).astype(np.float32)  # smoothstep falloff
 
 
 def _points(values, what: str) -> np.ndarray:
@@ -613,20 +554,6 @@ def _integer(value, what: str) -> int:
 
 def _one_line(match: re.Match) -> str:
     return "[" + " ".join(match.group(1).split()) + "]"  # one joint (x, y, confidence) per line in the JSON
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def visible_fraction(box: np.ndarray, width: int, height: int) -> float:
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    inside = max(0.0, min(box[2], width) - max(box[0], 0)) * max(0.0, min(box[3], height) - max(box[1], 0))
-    return float(inside / area) if area > 0 else 0.0
 
 
 def closest_size(width: int, height: int, limits: Limits | None = None) -> tuple[int, int]:

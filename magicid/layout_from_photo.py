@@ -7,7 +7,8 @@ import numpy as np
 from PIL import Image
 
 from magicid.errors import LayoutError
-from magicid.layout import Layout, Person, box_iou, closest_size, face_box_from_keypoints
+from magicid.face_regions import box_iou, face_box_from_keypoints
+from magicid.layout import Layout, Person, closest_size
 from magicid.skeleton import L_EAR, L_EYE, L_SHOULDER, NECK, NOSE, R_EAR, R_EYE, R_SHOULDER, hide_outside
 
 

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 from magicid.errors import LayoutError
+from magicid.face_regions import box_iou
 from magicid.group import group_conditions, identity_report, report_lines
 from magicid.imageio import load_image
-from magicid.layout import Layout, box_iou
+from magicid.layout import Layout
 from magicid.perception import detect_faces, get_face_embedder
 from magicid.perception.analysis import ImageAnalysis
 

@@ -12,7 +12,8 @@ from diffusers.image_processor import IPAdapterMaskProcessor
 
 from magicid.commands import layout as layout_command
 from magicid.errors import LayoutError, MagicIDError
-from magicid.layout import JOINT_INDEX, JOINTS, MAX_TEMPLATE_PEOPLE, TEMPLATES, Layout, Person, box_iou
+from magicid.face_regions import box_iou
+from magicid.layout import JOINT_INDEX, JOINTS, MAX_TEMPLATE_PEOPLE, TEMPLATES, Layout, Person
 
 
 ALL_TEMPLATES = [(name, n) for name in TEMPLATES for n in range(1, MAX_TEMPLATE_PEOPLE + 1)]
