@@ -125,15 +125,21 @@ def test_suites_are_built_from_one_folder_per_person(testdata, tmp_path):
         build_suite("single", tmp_path)
 
 
-def test_smoke_run_writes_a_table_with_every_row_and_column(testdata, tmp_path):
-    out = tmp_path / "eval"
-    command = [sys.executable, "-m", "magicid", "evaluate", "--suite", "group", "--identities",
+def smoke_run(suite: str, testdata, out: Path) -> tuple[list[str], dict]:
+    """`python -m magicid evaluate` on one case of `suite` with the tiny profile; its command and valid results."""
+    command = [sys.executable, "-m", "magicid", "evaluate", "--suite", suite, "--identities",
                str(testdata / "portraits"), "--out", str(out), "--profile", "tiny", "--limit", "1", "--steps", "1",
                "--judge", "dlib", "--allow-conditioning-judge"]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     validate_results(results)
+    return command, results
+
+
+def test_smoke_run_writes_a_table_with_every_row_and_column(testdata, tmp_path):
+    out = tmp_path / "eval"
+    command, results = smoke_run("group", testdata, out)
     assert results["profile"] == "tiny" and results["judge"] == "dlib"
     assert set(results["rows"]) == {"MagicID", "MGMICA off", "ID off"}
     for row in results["rows"].values():
@@ -158,13 +164,7 @@ def test_the_restore_suite_shrinks_a_photo_the_model_never_saw(testdata):
 
 def test_restore_smoke_run_changes_no_pixel_outside_the_masks(testdata, tmp_path):
     out = tmp_path / "restore"
-    command = [sys.executable, "-m", "magicid", "evaluate", "--suite", "restore", "--identities",
-               str(testdata / "portraits"), "--out", str(out), "--profile", "tiny", "--limit", "1", "--steps", "1",
-               "--judge", "dlib", "--allow-conditioning-judge"]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    results = json.loads((out / "results.json").read_text())
-    validate_results(results)
+    _, results = smoke_run("restore", testdata, out)
     rows = results["rows"]
     assert rows["DIIR"]["changed_outside_masks"] == 0 and rows["input"]["changed_outside_masks"] is None
     assert rows["DIIR"]["similarity_rises"] in (0.0, 1.0) and rows["input"]["similarity_rises"] is None
