@@ -6,6 +6,7 @@ and `table.md`. Resumable: finished (case, row) pairs are kept in `cases.jsonl` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import platform
 import time
@@ -120,7 +121,7 @@ def _run_restore_case(engine, case: Case, row, identities, references, everyone,
     from magicid.config import DIIRConfig
     from magicid.perception.analysis import ImageAnalysis
 
-    small, box = _shrunk(load_image(case.source), case.width)
+    small, box = _shrunk(case.source, case.width)
     started = time.perf_counter()
     analysis, changed_outside = ImageAnalysis(small), None
     if row.overrides.get("restore"):
@@ -143,13 +144,15 @@ def _run_restore_case(engine, case: Case, row, identities, references, everyone,
             "regions": [np.round(box, 2).tolist()], "changed_outside_masks": changed_outside}  # fmt: skip
 
 
-def _shrunk(image, face_px: int):
-    """`image` scaled so its largest face is `face_px` wide, and that face's box in the result."""
+@functools.lru_cache(maxsize=2)  # every row of a case starts from the same shrunk photo: detect its face once
+def _shrunk(path: str, face_px: int):
+    """The photo at `path` scaled so its largest face is `face_px` wide, and that face's box in the result."""
     from PIL import Image
 
+    image = load_image(path)
     faces = detect_faces(image)
     if not faces:
-        raise MagicIDError("a restore-suite photo has no detectable face: remove it from the folder")
+        raise MagicIDError(f"{Path(path).name} has no detectable face: remove it from the restore suite's folder")
     scale = face_px / max(faces[0].size, 1.0)
     size = (max(round(image.width * scale), 1), max(round(image.height * scale), 1))
     return image.resize(size, Image.Resampling.LANCZOS), np.asarray(faces[0].box, np.float64) * scale
