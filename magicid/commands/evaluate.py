@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from magicid.evaluation.suites import build_suite
 
     suite = build_suite(args.suite, args.identities, args.limit, args.template, args.prompt, args.seed, args.face_px)
-    suite.rows += ablation_rows(args.ablation, args.profile)
+    from magicid.config import default_profile_name
+
+    suite.rows += ablation_rows(args.ablation, args.profile or default_profile_name())
     names = [row.name for row in suite.rows]
     if len(set(names)) < len(names):
         raise InvalidSettingError(f"--ablation: every row needs its own name (the suite's rows are {', '.join(names)})")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def ablation_rows(specs: list[str], profile: str | None) -> list:
+def ablation_rows(specs: list[str], profile: str) -> list:
     """`NAME=FOLDER` -> a table row generated with the weights in FOLDER (trained models only)."""
     from magicid.errors import InvalidSettingError
     from magicid.evaluation.suites import Row
@@ -68,7 +70,7 @@ def ablation_rows(specs: list[str], profile: str | None) -> list:
         if not name.strip() or not folder.strip():
             raise InvalidSettingError(f"--ablation {spec[:60]!r}: write NAME=FOLDER, e.g. 'L_cfa off=runs/no-cfa/final'")
         if profile not in ("magicid", "mini"):
-            raise InvalidSettingError("--ablation compares trained weights: use it with --profile magicid or mini")
+            raise InvalidSettingError(f"--ablation compares trained weights: use it with --profile magicid or mini, not {profile}")
         if not (Path(folder.strip()) / "magicid.json").is_file():
             raise InvalidSettingError(f"--ablation {name.strip()}: {Path(folder).name} is not a folder written by train/ (no magicid.json)")
         rows.append(Row(name.strip(), weights=str(Path(folder.strip()).resolve())))

@@ -34,11 +34,20 @@ def _open(page: Page, url: str) -> None:
     expect(page.locator("#banner")).to_contain_text("tiny", timeout=60_000)
 
 
-def _set_number(page: Page, elem_id: str, value: int) -> None:
+def _set_number(page: Page, elem_id: str, value: int, attempts: int = 3) -> None:
+    """Type `value` into a number field until it sticks: under load, an accordion that is still opening
+    re-renders its fields and drops what was typed before it settled."""
     field = page.locator(f"#{elem_id} input[type=number]")
-    field.fill(str(value))
-    field.press("Enter")
-    field.blur()  # Gradio takes the value on change/blur; under load a click may otherwise come first
+    expect(field).to_be_visible()
+    for _ in range(attempts):
+        field.fill(str(value))
+        field.press("Enter")
+        field.blur()  # Gradio takes the value on change/blur; under load a click may otherwise come first
+        try:
+            expect(field).to_have_value(str(value), timeout=3_000)
+            return
+        except AssertionError:
+            continue
     expect(field).to_have_value(str(value))
 
 
