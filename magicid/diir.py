@@ -591,7 +591,7 @@ def _measure_after(result: RestorationResult, references, embedder) -> None:
     """Face similarity of each restored face to its reference, on the face detected in the final image where it was
     (None when no face is found there: the restoration did not produce one). The final image's analysis is kept in
     `result.analysis`."""
-    from magicid.facesim import iou
+    from magicid.face_regions import iou
 
     result.analysis = ImageAnalysis(result.image, limits=result.analysis.limits)
     detected = result.analysis.faces

@@ -352,7 +352,7 @@ def faces_for_identities(faces: list, identity_boxes: list, identities: list[int
 
     Returns the chosen faces, the identity of each, and the identities skipped (no face overlaps their region).
     """
-    from magicid.facesim import iou
+    from magicid.face_regions import iou
 
     chosen, assignment, skipped, taken = [], [], [], set()
     for identity in identities:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from magicid.face_regions import iou
 from magicid.perception.analysis import ImageAnalysis
 from magicid.perception.embedders import FaceEmbedder, get_face_embedder, identity_similarity
 from magicid.perception.faces import Face
@@ -32,16 +33,6 @@ class FaceMatch:
     iou: float  # IoU of the matched face with the identity's region (best overlap when missing)
     face_box: np.ndarray | None  # the matched generated face, pixels
     status: str  # "ok" | "missing" | "duplicate" | "misplaced"
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(width, 0.0) * max(height, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def face_sim(

@@ -22,7 +22,7 @@ from PIL import Image
 
 from magicid.config import Limits
 from magicid.errors import LayoutError
-from magicid.face_regions import box_iou, face_box_from_keypoints, soft_ellipse_mask, visible_fraction
+from magicid.face_regions import face_box_from_keypoints, iou, soft_ellipse_mask, visible_fraction
 from magicid.layout_templates import MAX_TEMPLATE_PEOPLE, TEMPLATES, template_poses
 from magicid.skeleton import (  # noqa: F401  (re-exported: the names of the OpenPose-18 joints)
     FACE_JOINTS,
@@ -401,7 +401,7 @@ class Layout:
         warnings = []
         for a in range(len(boxes)):
             for b in range(a + 1, len(boxes)):
-                if boxes[a] is not None and boxes[b] is not None and box_iou(boxes[a], boxes[b]) > OVERLAP_IOU_WARNING:
+                if boxes[a] is not None and boxes[b] is not None and iou(boxes[a], boxes[b]) > OVERLAP_IOU_WARNING:
                     warnings.append(f"the faces of person {a + 1} and person {b + 1} overlap: identities may blend")
         return warnings
 

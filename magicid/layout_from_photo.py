@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from magicid.errors import LayoutError
-from magicid.face_regions import box_iou, face_box_from_keypoints
+from magicid.face_regions import face_box_from_keypoints, iou
 from magicid.layout import Layout, Person, closest_size
 from magicid.skeleton import L_EAR, L_EYE, L_SHOULDER, NECK, NOSE, R_EAR, R_EYE, R_SHOULDER, hide_outside
 
@@ -80,7 +80,7 @@ def _head_match(face_box: np.ndarray, head_box: np.ndarray) -> float:
     grown = head_box + np.array([-1, -1, 1, 1]) * 0.25 * (head_box[2] - head_box[0])
     if not (grown[0] <= centre[0] <= grown[2] and grown[1] <= centre[1] <= grown[3]):
         return 0.0
-    return box_iou(face_box, head_box)
+    return iou(face_box, head_box)
 
 
 def _head_pose_from_face(face, width: int, height: int) -> np.ndarray:

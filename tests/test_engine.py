@@ -153,7 +153,7 @@ def test_fix_faces_restores_each_failing_identity_in_its_region_whatever_its_siz
     engine, obama, biden, standing_pair, monkeypatch
 ):
     from magicid.config import DIIRConfig
-    from magicid.facesim import iou
+    from magicid.face_regions import iou
 
     image, layout = standing_pair
     calls = []

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from magicid.facesim import FaceMatch, face_sim, iou, mean_face_sim
+from magicid.face_regions import iou
+from magicid.facesim import FaceMatch, face_sim, mean_face_sim
 from magicid.imageio import load_image
 from magicid.perception import detect_faces, get_face_embedder, main_face
 from magicid.perception.analysis import ImageAnalysis

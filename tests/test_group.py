@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from magicid.errors import LayoutError
-from magicid.face_regions import box_iou
+from magicid.face_regions import iou
 from magicid.group import group_conditions, identity_report, report_lines
 from magicid.imageio import load_image
 from magicid.layout import Layout
@@ -53,7 +53,7 @@ def test_layout_from_a_group_photo_puts_one_mask_on_each_face(photo_layouts, nam
     assert len(faces) >= 3 and num >= len(faces)
     assert layout.validate(num) == [] or all("overlap" not in w for w in layout.validate(num))
     for face in faces:
-        overlaps = [box_iou(face.box, mask_box(mask)) for mask in masks]
+        overlaps = [iou(face.box, mask_box(mask)) for mask in masks]
         assert sum(value > 0.5 for value in overlaps) == 1, overlaps
         assert sorted(overlaps)[-2:][0] < 0.1 if len(overlaps) > 1 else True  # no second mask on that face
 
@@ -91,7 +91,7 @@ def test_layout_from_photo_fits_a_standard_canvas(photo_layouts, testdata):
     box, face = fitted.face_box(native.left_to_right()[0]), min(faces, key=lambda f: f.center[0])
     scale = min(768 / photo.width, 512 / photo.height)
     expected = face.box * scale + [(768 - photo.width * scale) / 2, 0, (768 - photo.width * scale) / 2, 0]
-    assert box_iou(box, expected) > 0.95
+    assert iou(box, expected) > 0.95
 
 
 def test_identity_report_finds_every_identity_in_place(three_friends):

@@ -12,7 +12,7 @@ from diffusers.image_processor import IPAdapterMaskProcessor
 
 from magicid.commands import layout as layout_command
 from magicid.errors import LayoutError, MagicIDError
-from magicid.face_regions import box_iou
+from magicid.face_regions import iou
 from magicid.layout import JOINT_INDEX, JOINTS, MAX_TEMPLATE_PEOPLE, TEMPLATES, Layout, Person
 
 
@@ -406,7 +406,7 @@ def test_people_need_18_keypoints_and_a_valid_face_box():
         Person(np.zeros((17, 3)))
     with pytest.raises(LayoutError):
         Person(np.zeros((18, 3)), face_box=np.array([0.5, 0.5, 0.4, 0.6]))
-    assert box_iou(np.array([0, 0, 2, 2]), np.array([1, 0, 3, 2])) == pytest.approx(1 / 3)
+    assert iou(np.array([0, 0, 2, 2]), np.array([1, 0, 3, 2])) == pytest.approx(1 / 3)
 
 
 def test_cli_layout_from_a_photo_and_a_one_line_error(tmp_path, testdata, capsys):

@@ -19,7 +19,7 @@ from magicid.config import GenerationConfig
 from magicid.errors import MagicIDError
 from magicid.evaluation.metrics import PersonScore, aggregate, as_dicts, score_image
 from magicid.evaluation.suites import Case, Suite
-from magicid.facesim import iou
+from magicid.face_regions import iou
 from magicid.imageio import load_image
 from magicid.perception import detect_faces
 from magicid.perception.embedders import FaceEmbedder, l2_normalize

@@ -144,7 +144,7 @@ def _add_if_new(persons: list[np.ndarray], pose: np.ndarray | None) -> bool:
     if not is_plausible(pose):
         logger.info("dropped an anatomically impossible skeleton (its head and torso point different ways)")
         return False
-    from magicid.facesim import iou
+    from magicid.face_regions import iou
 
     if any(iou(box, pose_box(other)) > SAME_PERSON_IOU for other in persons):
         return False
