@@ -90,6 +90,9 @@ def test_tiny_run_lowers_the_fixed_batch_loss_against_the_untrained_control(trai
     assert len(logged) == 20
     evaluated = [json.loads(line) for line in (out_dir / "logs" / "eval.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in evaluated] == [0, 20]
+    final = evaluated[-1]  # the same batch with another photo's F_id, and with none, scores differently
+    assert final["l_cldm_shuffled_id"] != final["l_cldm_fixed_batch"] != final["l_cldm_off_id"]
+    assert final["id_gap"] == pytest.approx(final["l_cldm_shuffled_id"] - final["l_cldm_fixed_batch"])
 
 
 def test_checkpoint_holds_state_and_magicid_weights(trained):
@@ -126,6 +129,53 @@ def test_final_weights_load_with_magicid_profile_and_generate(trained, data_dir)
     loaded = dict(pipe.controlnet.named_parameters())[key.removeprefix("controlnet.")]
     assert torch.equal(loaded.detach().cpu(), state[key])  # the profile loads the trained, not the initial, weights
     assert state[key].abs().sum() > 0  # the zero convolution has learned something
+
+
+def test_init_starts_from_exported_weights(trained, data_dir, tmp_path):
+    """`--init`: a run started from the exported step-20 weights scores at its step 0 what the trained run did at 20."""
+    from train.train_mmf import train
+
+    result, out_dir = trained
+    started = train(tiny_test_config(), data_dir, tmp_path / "continued", max_steps=0, init=out_dir / "final")
+    assert started.eval_losses[0] == pytest.approx(result.eval_losses[20], rel=1e-5)
+    assert started.eval_losses[0] != pytest.approx(result.eval_losses[0], rel=1e-3)
+
+
+def test_init_refuses_an_incomplete_weights_folder_in_one_line(trained, data_dir, tmp_path):
+    import shutil
+
+    from magicid.errors import TrainingDataError
+    from train.train_mmf import train
+
+    _, out_dir = trained
+    broken = tmp_path / "broken"
+    shutil.copytree(out_dir / "final", broken)
+    (broken / "id_attention.safetensors").unlink()
+    with pytest.raises(TrainingDataError, match="cannot start from broken") as error:
+        train(tiny_test_config(), data_dir, tmp_path / "other", max_steps=0, init=broken)
+    assert "\n" not in str(error.value) and str(tmp_path) not in str(error.value)
+
+
+def test_id_gap_scores_own_shuffled_and_no_identity(trained, data_dir, tmp_path):
+    from train.id_gap import measure
+
+    _, out_dir = trained
+    result = measure(tiny_test_config(train_batch_size=2), out_dir / "final", data_dir, batches=2, work_dir=tmp_path)
+    assert result["batches"] == len(result["per_batch"]) == 2
+    assert result["l_cldm_own_id"] != result["l_cldm_shuffled_id"]  # the tokens of the other photo change the loss
+    assert result["id_gap"] == pytest.approx(result["l_cldm_shuffled_id"] - result["l_cldm_own_id"])
+    assert 0.0 <= result["own_beats_shuffled"] <= 1.0
+
+
+def test_id_gap_summary_counts_batches_where_own_beats_shuffled():
+    from train.id_gap import summarise
+
+    batches = [{"l_cldm_own_id": 0.5, "l_cldm_shuffled_id": 0.6, "l_cldm_off_id": 0.7, "id_gap": 0.1},
+               {"l_cldm_own_id": 0.7, "l_cldm_shuffled_id": 0.6, "l_cldm_off_id": 0.7, "id_gap": -0.1},
+               {"l_cldm_own_id": 0.6, "l_cldm_shuffled_id": 0.9, "l_cldm_off_id": 0.7, "id_gap": 0.3}]  # fmt: skip
+    summary = summarise(batches)
+    assert summary["own_beats_shuffled"] == pytest.approx(2 / 3)
+    assert summary["l_cldm_own_id"] == pytest.approx(0.6) and summary["id_gap"] == pytest.approx(0.1)
 
 
 def test_resume_continues_from_the_latest_checkpoint(trained, data_dir):

@@ -1,6 +1,6 @@
 """Multi-Mode Fusion training (paper, "Multi-Mode Fusion Training Strategy" and "Implement Details").
 
-    accelerate launch -m train.train_mmf --config CONFIG --data DIR --out DIR [--max-steps N] [--resume]
+    accelerate launch -m train.train_mmf --config CONFIG --data DIR --out DIR [--max-steps N] [--resume] [--init DIR]
 
 The UNet, VAE, text and CLIP-vision encoders are frozen. Trained: ONE module (`MMFModel`) holding the ControlNet
 (initialised from the UNet, with ID cross-attention, Eq. 1) and the ID resampler, so DDP / FSDP / DeepSpeed from
@@ -262,11 +262,18 @@ def _target(frozen: FrozenModels, latents, noise, timesteps) -> torch.Tensor:
     return noise
 
 
+ID_INPUTS = ("own", "shuffled", "off")
+
+
 @torch.no_grad()
 def fixed_batch_loss(model: torch.nn.Module, frozen: FrozenModels, batch: dict, config: MMFConfig,
-                     accelerator: Accelerator, weight_dtype: torch.dtype) -> float:  # fmt: skip
+                     accelerator: Accelerator, weight_dtype: torch.dtype, id_input: str = "own") -> float:  # fmt: skip
     """`L_cldm` of `batch` at fixed noise, evenly spread timesteps and the `all` condition (no ID dropout, no
-    clone), leaving torch's RNG as it was: comparable from step to step and between runs."""
+    clone), leaving torch's RNG as it was: comparable from step to step and between runs.
+
+    `id_input`: each sample's own `F_id`; "shuffled": another sample's (the batch rolled by half, so a different
+    photo and mostly a different person); "off": zero tokens. Own below shuffled means the ID path carries identity.
+    """
     with rng_untouched(accelerator):
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
@@ -277,14 +284,35 @@ def fixed_batch_loss(model: torch.nn.Module, frozen: FrozenModels, batch: dict, 
         count = frozen.noise_scheduler.config.num_train_timesteps
         timesteps = torch.linspace(count * 0.05, count * 0.95, latents.shape[0]).long().to(latents.device)
         noisy = frozen.noise_scheduler.add_noise(latents, noise, timesteps)
-        down, mid = model(noisy, timesteps, encoded["text"], batch["face_embeds"].to(accelerator.device),
-                          encoded["clip"], condition.to(accelerator.device, weight_dtype))  # fmt: skip
+        face_embeds, clip, id_keep = _id_inputs(batch["face_embeds"].to(accelerator.device), encoded["clip"], id_input)
+        down, mid = model(noisy, timesteps, encoded["text"], face_embeds, clip,
+                          condition.to(accelerator.device, weight_dtype), id_keep)  # fmt: skip
         prediction = frozen.unet(
             noisy.to(weight_dtype), timesteps, encoder_hidden_states=encoded["text"],
             down_block_additional_residuals=[sample.to(weight_dtype) for sample in down],
             mid_block_additional_residual=mid.to(weight_dtype), return_dict=False,
         )[0]  # fmt: skip
         return diffusion_loss(prediction, _target(frozen, latents, noise, timesteps)).item()
+
+
+def _id_inputs(face_embeds: torch.Tensor, clip: torch.Tensor, id_input: str):
+    """(face embeddings, CLIP states, id_keep) of `fixed_batch_loss`'s `id_input`."""
+    if id_input not in ID_INPUTS:
+        raise ValueError(f"id_input must be one of {ID_INPUTS}, not {id_input!r}")
+    if id_input == "shuffled":
+        half = max(1, face_embeds.shape[0] // 2)
+        return face_embeds.roll(half, 0), clip.roll(half, 0), None
+    keep = None if id_input == "own" else torch.zeros(face_embeds.shape[0], dtype=torch.bool)
+    return face_embeds, clip, keep
+
+
+def id_losses(model: torch.nn.Module, frozen: FrozenModels, batch: dict, config: MMFConfig,
+              accelerator: Accelerator, weight_dtype: torch.dtype) -> dict[str, float]:  # fmt: skip
+    """`fixed_batch_loss` with each `ID_INPUTS`, and `id_gap` = shuffled - own (> 0: the model uses identity)."""
+    losses = {f"l_cldm_{kind}_id": fixed_batch_loss(model, frozen, batch, config, accelerator, weight_dtype, kind)
+              for kind in ID_INPUTS}  # fmt: skip
+    losses["id_gap"] = losses["l_cldm_shuffled_id"] - losses["l_cldm_own_id"]
+    return losses
 
 
 def evaluation_batch(config: MMFConfig, data_dir: Path, frozen: FrozenModels) -> dict:
@@ -385,6 +413,30 @@ def export_weights(directory: Path, model: MMFModel, config: MMFConfig, metadata
     save_magicid_weights(directory, model.controlnet, model.resampler, {**metadata, **sources})
 
 
+TRAINED_PARTS = ("controlnet", "id_attention.safetensors", "resampler")
+
+
+def load_trained_weights(model: MMFModel, directory: Path) -> None:
+    """Start `model` from weights that `export_weights` wrote (e.g. a shipped `assets/mini`), instead of the UNet copy."""
+    from diffusers import ControlNetModel
+
+    from magicid.mgmica import load_id_attention_state_dict
+
+    directory = Path(directory)
+    absent = [name for name in TRAINED_PARTS if not (directory / name).exists()]
+    if absent:
+        raise TrainingDataError(f"cannot start from {directory.name}: it has no {', '.join(absent)}")
+    try:
+        controlnet = ControlNetModel.from_pretrained(directory / "controlnet").state_dict()
+        missing, unexpected = model.controlnet.load_state_dict(controlnet, strict=False)
+        if unexpected or any(".processor." not in key for key in missing):  # ID K/V live in the processors
+            raise ValueError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        load_id_attention_state_dict(model.controlnet, load_file(directory / "id_attention.safetensors"))
+        model.resampler.load_state_dict(IDResampler.from_pretrained(directory / "resampler").state_dict())
+    except (OSError, ValueError, RuntimeError) as error:
+        raise TrainingDataError(f"cannot start from {directory.name}: {str(error).splitlines()[0]}") from error
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
     checkpoints = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=_checkpoint_step)
     return checkpoints[-1] if checkpoints else None
@@ -462,25 +514,31 @@ class _Run:
     eval_losses: dict[int, float] = field(default_factory=dict)
 
     def evaluate(self, step: int) -> None:
-        """Record `fixed_batch_loss` at `step` (every process computes it; the main process logs it)."""
-        loss = fixed_batch_loss(self.model, self.frozen, self.eval_batch, self.config, self.accelerator,
-                                weight_dtype_of(self.accelerator))  # fmt: skip
-        self.eval_losses[step] = loss
+        """Record `fixed_batch_loss` at `step`, with own, shuffled and no `F_id` (every process computes it; the
+        main process logs it)."""
+        losses = id_losses(self.model, self.frozen, self.eval_batch, self.config, self.accelerator,
+                           weight_dtype_of(self.accelerator))  # fmt: skip
+        self.eval_losses[step] = losses["l_cldm_own_id"]
         if self.accelerator.is_main_process:
+            entry = {"step": step, "l_cldm_fixed_batch": losses.pop("l_cldm_own_id"), **losses}
             with (self.out_dir / "logs" / "eval.jsonl").open("a") as log:
-                log.write(json.dumps({"step": step, "l_cldm_fixed_batch": loss}) + "\n")
+                log.write(json.dumps(entry) + "\n")
 
 
 def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_steps: int | None = None,
-          resume: bool = False, on_batch: Callable[[dict], None] | None = None) -> TrainResult:  # fmt: skip
+          resume: bool = False, on_batch: Callable[[dict], None] | None = None,
+          init: str | Path | None = None) -> TrainResult:  # fmt: skip
     """Run MMF training (every process of an `accelerate launch` calls this). `on_batch` sees every batch this
-    process draws (e.g. its `key`s), before it is used."""
+    process draws (e.g. its `key`s), before it is used. `init`: exported weights to start from (a checkpoint
+    that `resume` finds wins over them)."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     accelerator = make_accelerator(config, out_dir)
     configure_deepspeed(accelerator, config)
     set_seed(config.seed + accelerator.process_index)
     id_dim, embedder_name = dataset_embedding_dim(data_dir)
     frozen, model = load_models(config, id_dim)
+    if init is not None:
+        load_trained_weights(model, init)
     weight_dtype = weight_dtype_of(accelerator)
     if config.gradient_checkpointing:
         model.controlnet.enable_gradient_checkpointing()
@@ -675,6 +733,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, validation, final/)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after N steps (default: all stages)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from exported weights (e.g. assets/mini) instead of the base UNet's copy")
     return parser.parse_args(argv)
 
 
@@ -682,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        result = train(load_config(args.config), args.data, args.out, args.max_steps, args.resume)
+        result = train(load_config(args.config), args.data, args.out, args.max_steps, args.resume, init=args.init)
     except MagicIDError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
