@@ -27,7 +27,7 @@ RESOLUTION = 64  # the tiny ControlNet's cross-attention grid at 64 px is 4x4
 EMBED_DIM = 128
 
 
-def synthetic_record(photo: Path, index: int) -> IDZoomRecord:
+def synthetic_record(photo: Path, index: int, person: str | None = None) -> IDZoomRecord:
     image = Image.open(photo).convert("RGB").resize((192, 160))
     width, height = image.size
     box = np.array([70.0, 20.0, 120.0, 75.0]) + index * 4
@@ -41,7 +41,7 @@ def synthetic_record(photo: Path, index: int) -> IDZoomRecord:
     ImageDraw.Draw(landmarks_image).ellipse(tuple(box), outline=(10, 200, 10), width=2)
     embedding = np.random.default_rng(index).normal(size=EMBED_DIM).astype(np.float32)
     return IDZoomRecord(
-        key=f"synthetic{index}", source=f"synthetic/{index}.jpg", caption="a photo of a person",
+        key=f"synthetic{index}", source=f"{person or photo.parent.name}/{index}.jpg", caption="a photo of a person",
         image=image, skeleton=draw_openpose([keypoints], width, height), keypoints=keypoints,
         face=image.crop(tuple(box.astype(int))).resize((224, 224)), landmarks_image=landmarks_image,
         landmarks=np.zeros((68, 2), np.float32), mask=mask, face_box=box, face_kps5=np.zeros((5, 2)),
@@ -90,9 +90,10 @@ def test_tiny_run_lowers_the_fixed_batch_loss_against_the_untrained_control(trai
     assert len(logged) == 20
     evaluated = [json.loads(line) for line in (out_dir / "logs" / "eval.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in evaluated] == [0, 20]
-    final = evaluated[-1]  # the same batch with another photo's F_id, and with none, scores differently
-    assert final["l_cldm_shuffled_id"] != final["l_cldm_fixed_batch"] != final["l_cldm_off_id"]
-    assert final["id_gap"] == pytest.approx(final["l_cldm_shuffled_id"] - final["l_cldm_fixed_batch"])
+    final = evaluated[-1]  # the same batch with the other person's F_id, and with none, scores differently
+    assert final["l_cldm_other_person_id"] != final["l_cldm_fixed_batch"] != final["l_cldm_off_id"]
+    assert final["id_gap"] == pytest.approx(final["l_cldm_other_person_id"] - final["l_cldm_fixed_batch"], abs=1e-6)
+    assert final["l_cldm_same_person_id"] is None and final["identity_gap"] is None  # one photo per person here
 
 
 def test_checkpoint_holds_state_and_magicid_weights(trained):
@@ -156,25 +157,62 @@ def test_init_refuses_an_incomplete_weights_folder_in_one_line(trained, data_dir
     assert "\n" not in str(error.value) and str(tmp_path) not in str(error.value)
 
 
-def test_id_gap_scores_own_shuffled_and_no_identity(trained, data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def people_data_dir(tmp_path_factory, testdata) -> Path:
+    """Two photos each of three people (records in sub-folders named after them)."""
+    directory = tmp_path_factory.mktemp("idzoom-people")
+    with ShardWriter(directory, records_per_shard=10) as writer:
+        for index, person in enumerate(["barack_obama", "joe_biden", "elon_musk"] * 2):
+            photo = testdata / "portraits" / person / f"{1 + index // 3}.jpg"
+            writer.write(synthetic_record(photo, index, person))
+    return directory
+
+
+def test_id_partners_pick_the_next_photo_of_the_same_or_another_person():
+    from train.train_mmf import id_partners
+
+    people = ["ann", "bob", "ann", "cy"]
+    assert id_partners(people, same_person=True).tolist() == [2, -1, 0, -1]
+    assert id_partners(people, same_person=False).tolist() == [1, 2, 3, 0]
+
+
+def test_id_gap_scores_own_same_person_other_person_and_no_identity(trained, people_data_dir, tmp_path):
     from train.id_gap import measure
 
     _, out_dir = trained
-    result = measure(tiny_test_config(train_batch_size=2), out_dir / "final", data_dir, batches=2, work_dir=tmp_path)
+    config = tiny_test_config(train_batch_size=4)
+    result = measure(config, out_dir / "final", people_data_dir, batches=2, work_dir=tmp_path)
     assert result["batches"] == len(result["per_batch"]) == 2
-    assert result["l_cldm_own_id"] != result["l_cldm_shuffled_id"]  # the tokens of the other photo change the loss
-    assert result["id_gap"] == pytest.approx(result["l_cldm_shuffled_id"] - result["l_cldm_own_id"])
-    assert 0.0 <= result["own_beats_shuffled"] <= 1.0
+    first = result["per_batch"][0]
+    assert len({first[f"l_cldm_{kind}_id"] for kind in ("own", "same_person", "other_person", "off")}) == 4
+    assert first["identity_gap"] == pytest.approx(first["l_cldm_other_person_id"] - first["l_cldm_same_person_id"], abs=1e-6)
+    assert result["id_gap"] == pytest.approx(result["l_cldm_other_person_id"] - result["l_cldm_own_id"], abs=1e-6)
+    assert result["identity_gap_above_0"] in (0.0, 0.5, 1.0)
 
 
-def test_id_gap_summary_counts_batches_where_own_beats_shuffled():
+def test_pair_batches_hold_two_photos_of_different_people(people_data_dir):
+    from magicid.errors import TrainingDataError
+    from train.dataset import person_of
+    from train.id_gap import pair_batches
+    from train.idzoom import iter_records, shard_paths
+
+    records = list(iter_records(shard_paths(people_data_dir)))
+    for batch in pair_batches(records, batch_size=4, batches=3, seed=0):
+        people = [person_of(record.source) for record in batch]
+        assert people[0] == people[1] != people[2] == people[3]
+        assert len({record.key for record in batch}) == 4
+    with pytest.raises(TrainingDataError, match="needs 4 people with 2 photos each, the data has 3"):
+        pair_batches(records, batch_size=8, batches=1, seed=0)
+
+
+def test_id_gap_summary_counts_batches_where_each_gap_is_above_0():
     from train.id_gap import summarise
 
-    batches = [{"l_cldm_own_id": 0.5, "l_cldm_shuffled_id": 0.6, "l_cldm_off_id": 0.7, "id_gap": 0.1},
-               {"l_cldm_own_id": 0.7, "l_cldm_shuffled_id": 0.6, "l_cldm_off_id": 0.7, "id_gap": -0.1},
-               {"l_cldm_own_id": 0.6, "l_cldm_shuffled_id": 0.9, "l_cldm_off_id": 0.7, "id_gap": 0.3}]  # fmt: skip
+    batches = [{"l_cldm_own_id": 0.5, "id_gap": 0.1, "identity_gap": -0.2},
+               {"l_cldm_own_id": 0.7, "id_gap": -0.1, "identity_gap": 0.1},
+               {"l_cldm_own_id": 0.6, "id_gap": 0.3, "identity_gap": 0.3}]  # fmt: skip
     summary = summarise(batches)
-    assert summary["own_beats_shuffled"] == pytest.approx(2 / 3)
+    assert summary["id_gap_above_0"] == pytest.approx(2 / 3) and summary["identity_gap_above_0"] == pytest.approx(2 / 3)
     assert summary["l_cldm_own_id"] == pytest.approx(0.6) and summary["id_gap"] == pytest.approx(0.1)
 
 

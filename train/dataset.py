@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -185,8 +185,15 @@ class MMFDataset(IterableDataset):
             rng = random.Random(hash((self.seed, consumer, epoch, position)))
             crop = self.reframe.crop(record.image.size, record.face_box, rng)
         example = training_example(record, self.resolution, self.tokenizer, self.feature_extractor, null_text, crop)
-        return {**example, "key": record.key, "stream_consumer": consumer, "stream_epoch": epoch,
-                "stream_position": position}  # fmt: skip
+        return {**example, "key": record.key, "person": person_of(record.source), "stream_consumer": consumer,
+                "stream_epoch": epoch, "stream_position": position}  # fmt: skip
+
+
+def person_of(source: str) -> str:
+    """Who a record shows: its photo's folder (one sub-folder per person, as `train.mini_data` writes); a photo
+    outside any sub-folder counts as a person of its own."""
+    folder = PurePosixPath(source).parent.as_posix()
+    return source if folder in ("", ".") else folder
 
 
 def shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator:

@@ -1,11 +1,13 @@
-"""Does the ID path carry identity? `L_cldm` with each photo's own `F_id`, with another photo's, and with none.
+"""Does the ID path carry identity? `L_cldm` with each photo's own `F_id`, another photo's of the same person,
+another person's, and none.
 
     python -m train.id_gap --weights assets/mini --data DIR [--config mini] [--batches 8]
 
-DIR is an IDZoom folder, best of held-out identities (`train.mini_data` writes `idzoom/held_out`). Every batch is
-scored at the same fixed noise and timesteps three times (`train.train_mmf.id_losses`); `id_gap` = shuffled - own.
-A model whose ID path has learned identity denoises a photo better with its own person's tokens (gap > 0 on most
-batches); a gap of 0 means the tokens are ignored, a negative one that any tokens help as much as the right ones.
+DIR is an IDZoom folder with one sub-folder per person in the records' sources, best of held-out identities
+(`train.mini_data` writes `idzoom/held_out`). Each batch holds two photos of each of `batch_size / 2` people, and is
+scored at the same fixed noise and timesteps with each ID input (`train.train_mmf.id_losses`). `identity_gap` =
+other person - same person: above 0 when the tokens carry who it is (what a user gives the model: other photos
+of the person), not only what this photo looks like (`id_gap` = other person - own counts both).
 """
 
 from __future__ import annotations
@@ -13,17 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import statistics
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import default_collate
 from tqdm import tqdm
 
-from magicid.errors import MagicIDError
+from magicid.errors import MagicIDError, TrainingDataError
 from train.configs import MMFConfig, load_config
-from train.dataset import MMFDataset
+from train.dataset import person_of, training_example
+from train.idzoom import IDZoomRecord, iter_records, shard_paths
 from train.train_mmf import (
     dataset_embedding_dim,
     id_losses,
@@ -34,8 +39,22 @@ from train.train_mmf import (
 )
 
 
+def pair_batches(records: list[IDZoomRecord], batch_size: int, batches: int, seed: int) -> list[list[IDZoomRecord]]:
+    """`batches` lists of two photos each of `batch_size // 2` different people (drawn with `seed`)."""
+    photos = defaultdict(list)
+    for record in records:
+        photos[person_of(record.source)].append(record)
+    people = sorted(person for person, theirs in photos.items() if len(theirs) >= 2)
+    per_batch = batch_size // 2
+    if per_batch < 1 or len(people) < max(per_batch, 2):
+        raise TrainingDataError(f"needs {max(per_batch, 2)} people with 2 photos each, the data has {len(people)}")
+    rng = random.Random(seed)
+    return [[photo for person in rng.sample(people, per_batch) for photo in rng.sample(photos[person], 2)]
+            for _ in range(batches)]  # fmt: skip
+
+
 def measure(config: MMFConfig, weights: Path, data_dir: Path, batches: int, work_dir: Path) -> dict:
-    """Mean and per-batch `id_losses` of the first `batches` batches of `data_dir`, in record order."""
+    """Mean and per-batch `id_losses` over `pair_batches` of `data_dir`."""
     accelerator = make_accelerator(config, work_dir)
     frozen, model = load_models(config, dataset_embedding_dim(data_dir)[0])
     load_trained_weights(model, weights)
@@ -43,23 +62,26 @@ def measure(config: MMFConfig, weights: Path, data_dir: Path, batches: int, work
     model = model.to(accelerator.device).eval()
     for part in (frozen.vae, frozen.unet, frozen.text_encoder, frozen.image_encoder):
         part.to(accelerator.device, weight_dtype)
-    dataset = MMFDataset(data_dir, config.resolution, frozen.tokenizer, frozen.feature_extractor, null_text_prob=0.0,
-                         seed=config.seed, shuffle_buffer=1)  # fmt: skip
+    records = list(iter_records(shard_paths(data_dir)))
     per_batch = []
-    loader = DataLoader(dataset, batch_size=config.train_batch_size, num_workers=0, drop_last=True)
-    for batch, _ in tqdm(zip(loader, range(batches)), total=batches, desc="id gap", unit="batch"):
+    for chosen in tqdm(pair_batches(records, config.train_batch_size, batches, config.seed), desc="id gap",
+                       unit="batch"):  # fmt: skip
+        examples = [training_example(record, config.resolution, frozen.tokenizer, frozen.feature_extractor, False)
+                    for record in chosen]  # fmt: skip
+        batch = {**default_collate(examples), "person": [person_of(record.source) for record in chosen]}
         with accelerator.autocast():
             per_batch.append(id_losses(model, frozen, batch, config, accelerator, weight_dtype))
     return summarise(per_batch)
 
 
 def summarise(per_batch: list[dict[str, float]]) -> dict:
-    """Means over batches, the share of batches where own beats shuffled, and the batches themselves."""
+    """Means over batches, the share of batches where each gap is above 0, and the batches themselves."""
     if not per_batch:
-        raise MagicIDError("no full batch in the data: use a smaller --batch-size or more records")
+        raise MagicIDError("no batch to measure: ask for at least one with --batches")
     means = {key: statistics.fmean(batch[key] for batch in per_batch) for key in per_batch[0]}
-    return {**means, "own_beats_shuffled": sum(batch["id_gap"] > 0 for batch in per_batch) / len(per_batch),
-            "batches": len(per_batch), "per_batch": per_batch}  # fmt: skip
+    shares = {f"{gap}_above_0": sum(batch[gap] > 0 for batch in per_batch) / len(per_batch)
+              for gap in ("id_gap", "identity_gap")}  # fmt: skip
+    return {**means, **shares, "batches": len(per_batch), "per_batch": per_batch}
 
 
 def main(argv: list[str] | None = None) -> int:

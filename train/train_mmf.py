@@ -262,18 +262,20 @@ def _target(frozen: FrozenModels, latents, noise, timesteps) -> torch.Tensor:
     return noise
 
 
-ID_INPUTS = ("own", "shuffled", "off")
+@torch.no_grad()
+def fixed_batch_loss(model: torch.nn.Module, frozen: FrozenModels, batch: dict, config: MMFConfig,
+                     accelerator: Accelerator, weight_dtype: torch.dtype) -> float:  # fmt: skip
+    """`L_cldm` of `batch` at fixed noise, evenly spread timesteps and the `all` condition (no ID dropout, no
+    clone), leaving torch's RNG as it was: comparable from step to step and between runs."""
+    return fixed_batch_losses(model, frozen, batch, config, accelerator, weight_dtype).mean().item()
 
 
 @torch.no_grad()
-def fixed_batch_loss(model: torch.nn.Module, frozen: FrozenModels, batch: dict, config: MMFConfig,
-                     accelerator: Accelerator, weight_dtype: torch.dtype, id_input: str = "own") -> float:  # fmt: skip
-    """`L_cldm` of `batch` at fixed noise, evenly spread timesteps and the `all` condition (no ID dropout, no
-    clone), leaving torch's RNG as it was: comparable from step to step and between runs.
-
-    `id_input`: each sample's own `F_id`; "shuffled": another sample's (the batch rolled by half, so a different
-    photo and mostly a different person); "off": zero tokens. Own below shuffled means the ID path carries identity.
-    """
+def fixed_batch_losses(model: torch.nn.Module, frozen: FrozenModels, batch: dict, config: MMFConfig,
+                       accelerator: Accelerator, weight_dtype: torch.dtype, id_from: torch.Tensor | None = None,
+                       id_off: bool = False) -> torch.Tensor:  # fmt: skip
+    """Per-sample `fixed_batch_loss` (B,). `id_from[i]`: the sample whose `F_id` sample i gets (default its own);
+    `id_off`: zero ID tokens for every sample."""
     with rng_untouched(accelerator):
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
@@ -284,7 +286,10 @@ def fixed_batch_loss(model: torch.nn.Module, frozen: FrozenModels, batch: dict, 
         count = frozen.noise_scheduler.config.num_train_timesteps
         timesteps = torch.linspace(count * 0.05, count * 0.95, latents.shape[0]).long().to(latents.device)
         noisy = frozen.noise_scheduler.add_noise(latents, noise, timesteps)
-        face_embeds, clip, id_keep = _id_inputs(batch["face_embeds"].to(accelerator.device), encoded["clip"], id_input)
+        face_embeds, clip = batch["face_embeds"].to(accelerator.device), encoded["clip"]
+        if id_from is not None:
+            face_embeds, clip = face_embeds[id_from.to(face_embeds.device)], clip[id_from.to(clip.device)]
+        id_keep = torch.zeros(latents.shape[0], dtype=torch.bool) if id_off else None
         down, mid = model(noisy, timesteps, encoded["text"], face_embeds, clip,
                           condition.to(accelerator.device, weight_dtype), id_keep)  # fmt: skip
         prediction = frozen.unet(
@@ -292,27 +297,45 @@ def fixed_batch_loss(model: torch.nn.Module, frozen: FrozenModels, batch: dict, 
             down_block_additional_residuals=[sample.to(weight_dtype) for sample in down],
             mid_block_additional_residual=mid.to(weight_dtype), return_dict=False,
         )[0]  # fmt: skip
-        return diffusion_loss(prediction, _target(frozen, latents, noise, timesteps)).item()
+        error = (prediction.float() - _target(frozen, latents, noise, timesteps).float()) ** 2
+        return error.flatten(1).mean(1).cpu()
 
 
-def _id_inputs(face_embeds: torch.Tensor, clip: torch.Tensor, id_input: str):
-    """(face embeddings, CLIP states, id_keep) of `fixed_batch_loss`'s `id_input`."""
-    if id_input not in ID_INPUTS:
-        raise ValueError(f"id_input must be one of {ID_INPUTS}, not {id_input!r}")
-    if id_input == "shuffled":
-        half = max(1, face_embeds.shape[0] // 2)
-        return face_embeds.roll(half, 0), clip.roll(half, 0), None
-    keep = None if id_input == "own" else torch.zeros(face_embeds.shape[0], dtype=torch.bool)
-    return face_embeds, clip, keep
+def id_partners(people: list[str], same_person: bool) -> torch.Tensor:
+    """For each sample, the next sample (cyclically) showing the same person (`same_person`) or another; -1: none."""
+    count = len(people)
+    return torch.tensor([
+        next((j % count for j in range(i + 1, i + count) if (people[j % count] == people[i]) == same_person), -1)
+        for i in range(count)
+    ])  # fmt: skip
 
 
 def id_losses(model: torch.nn.Module, frozen: FrozenModels, batch: dict, config: MMFConfig,
-              accelerator: Accelerator, weight_dtype: torch.dtype) -> dict[str, float]:  # fmt: skip
-    """`fixed_batch_loss` with each `ID_INPUTS`, and `id_gap` = shuffled - own (> 0: the model uses identity)."""
-    losses = {f"l_cldm_{kind}_id": fixed_batch_loss(model, frozen, batch, config, accelerator, weight_dtype, kind)
-              for kind in ID_INPUTS}  # fmt: skip
-    losses["id_gap"] = losses["l_cldm_shuffled_id"] - losses["l_cldm_own_id"]
-    return losses
+              accelerator: Accelerator, weight_dtype: torch.dtype) -> dict[str, float | None]:  # fmt: skip
+    """`L_cldm` of one fixed batch with each photo's own `F_id`, with that of another photo of the same person, of
+    another person, and with none. `id_gap` = other person - own; `identity_gap` = other person - same person, on the
+    photos that have both: above 0 when the tokens carry who it is, not only what this photo looks like. None where
+    the batch has no such pair."""
+    def losses_with(**id_input) -> torch.Tensor:
+        return fixed_batch_losses(model, frozen, batch, config, accelerator, weight_dtype, **id_input)
+
+    own = losses_with()
+    result = {"l_cldm_own_id": own.mean().item(), "l_cldm_off_id": losses_with(id_off=True).mean().item()}
+    people = list(batch["person"])
+    same, other = id_partners(people, same_person=True), id_partners(people, same_person=False)
+    with_same = losses_with(id_from=same.clamp(min=0)) if (same >= 0).any() else None
+    with_other = losses_with(id_from=other.clamp(min=0)) if (other >= 0).any() else None
+    result["l_cldm_same_person_id"] = _mean_where(with_same, same >= 0)
+    result["l_cldm_other_person_id"] = _mean_where(with_other, other >= 0)
+    result["id_gap"] = _mean_where(None if with_other is None else with_other - own, other >= 0)
+    both = (same >= 0) & (other >= 0)
+    result["identity_gap"] = _mean_where(
+        None if with_same is None or with_other is None else with_other - with_same, both)
+    return result
+
+
+def _mean_where(values: torch.Tensor | None, keep: torch.Tensor) -> float | None:
+    return None if values is None or not keep.any() else values[keep].mean().item()
 
 
 def evaluation_batch(config: MMFConfig, data_dir: Path, frozen: FrozenModels) -> dict:
@@ -514,8 +537,7 @@ class _Run:
     eval_losses: dict[int, float] = field(default_factory=dict)
 
     def evaluate(self, step: int) -> None:
-        """Record `fixed_batch_loss` at `step`, with own, shuffled and no `F_id` (every process computes it; the
-        main process logs it)."""
+        """Record `fixed_batch_loss` at `step`, and `id_losses` (every process computes it; the main process logs it)."""
         losses = id_losses(self.model, self.frozen, self.eval_batch, self.config, self.accelerator,
                            weight_dtype_of(self.accelerator))  # fmt: skip
         self.eval_losses[step] = losses["l_cldm_own_id"]
