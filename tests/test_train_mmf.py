@@ -190,6 +190,23 @@ def test_id_gap_scores_own_same_person_other_person_and_no_identity(trained, peo
     assert result["identity_gap_above_0"] in (0.0, 0.5, 1.0)
 
 
+def test_id_gap_cli_prints_one_line_per_weights_folder_on_the_same_batches(trained, people_data_dir, tmp_path, capsys):
+    from train.id_gap import main
+
+    _, out_dir = trained
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps({"base_config": "tiny", **tiny_test_config(train_batch_size=4).to_dict()}))
+    final, again = str(out_dir / "final"), str(out_dir / "final")
+    argv = ["--weights", final, again, "--data", str(people_data_dir), "--config", str(config_path), "--batches", "1",
+            "--work", str(tmp_path / "work")]  # fmt: skip
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["weights"] for line in lines] == [final, again]
+    assert lines[0]["id_gap"] == pytest.approx(lines[1]["id_gap"], abs=1e-6)
+    assert main(["--weights", str(tmp_path), "--data", str(people_data_dir), "--config", str(config_path)]) == 2
+    assert "cannot start from" in capsys.readouterr().err
+
+
 def test_pair_batches_hold_two_photos_of_different_people(people_data_dir):
     from magicid.errors import TrainingDataError
     from train.dataset import person_of

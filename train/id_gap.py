@@ -1,13 +1,14 @@
 """Does the ID path carry identity? `L_cldm` with each photo's own `F_id`, another photo's of the same person,
 another person's, and none.
 
-    python -m train.id_gap --weights assets/mini --data DIR [--config mini] [--batches 8]
+    python -m train.id_gap --weights assets/mini [MORE ...] --data DIR [--config mini] [--batches 8]
 
 DIR is an IDZoom folder with one sub-folder per person in the records' sources, best of held-out identities
 (`train.mini_data` writes `idzoom/held_out`). Each batch holds two photos of each of `batch_size / 2` people, and is
 scored at the same fixed noise and timesteps with each ID input (`train.train_mmf.id_losses`). `identity_gap` =
 other person - same person: above 0 when the tokens carry who it is (what a user gives the model: other photos
-of the person), not only what this photo looks like (`id_gap` = other person - own counts both).
+of the person), not only what this photo looks like (`id_gap` = other person - own counts both). Several
+`--weights` folders (checkpoints of one run) give a learning curve: one JSON line each, on the same batches.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def summarise(per_batch: list[dict[str, float]]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.id_gap", description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, type=Path, help="exported MMF weights (e.g. assets/mini)")
+    parser.add_argument("--weights", required=True, type=Path, nargs="+",
+                        help="exported MMF weights (e.g. assets/mini), or several for a learning curve")
     parser.add_argument("--data", required=True, type=Path, help="IDZoom folder, best of held-out identities")
     parser.add_argument("--config", default="mini", help="the training config the weights were trained with")
     parser.add_argument("--batches", type=int, default=8)
@@ -96,11 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     overrides = {"train_batch_size": args.batch_size} if args.batch_size else {}
     try:
-        result = measure(load_config(args.config, **overrides), args.weights, args.data, args.batches, args.work)
+        config = load_config(args.config, **overrides)
+        for weights in args.weights:
+            result = measure(config, weights, args.data, args.batches, args.work)
+            means = {key: value for key, value in result.items() if key != "per_batch"}
+            print(json.dumps({"weights": str(weights), **means}), flush=True)
     except MagicIDError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps({key: value for key, value in result.items() if key != "per_batch"}))
     return 0
 
 
