@@ -140,6 +140,8 @@ def test_init_starts_from_exported_weights(trained, data_dir, tmp_path):
     started = train(tiny_test_config(), data_dir, tmp_path / "continued", max_steps=0, init=out_dir / "final")
     assert started.eval_losses[0] == pytest.approx(result.eval_losses[20], rel=1e-5)
     assert started.eval_losses[0] != pytest.approx(result.eval_losses[0], rel=1e-3)
+    metadata = json.loads((started.final_dir / "magicid.json").read_text())
+    assert (metadata["global_step"], metadata["run_step"]) == (result.global_step, 0)  # counts the steps before init
 
 
 def test_init_refuses_an_incomplete_weights_folder_in_one_line(trained, data_dir, tmp_path):

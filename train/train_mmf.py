@@ -439,8 +439,9 @@ def export_weights(directory: Path, model: MMFModel, config: MMFConfig, metadata
 TRAINED_PARTS = ("controlnet", "id_attention.safetensors", "resampler")
 
 
-def load_trained_weights(model: MMFModel, directory: Path) -> None:
-    """Start `model` from weights that `export_weights` wrote (e.g. a shipped `assets/mini`), instead of the UNet copy."""
+def load_trained_weights(model: MMFModel, directory: Path) -> int:
+    """Start `model` from weights that `export_weights` wrote (e.g. a shipped `assets/mini`), instead of the UNet copy.
+    Returns the steps those weights were trained for (their `magicid.json`'s `global_step`, 0 if unknown)."""
     from diffusers import ControlNetModel
 
     from magicid.mgmica import load_id_attention_state_dict
@@ -458,6 +459,15 @@ def load_trained_weights(model: MMFModel, directory: Path) -> None:
         model.resampler.load_state_dict(IDResampler.from_pretrained(directory / "resampler").state_dict())
     except (OSError, ValueError, RuntimeError) as error:
         raise TrainingDataError(f"cannot start from {directory.name}: {str(error).splitlines()[0]}") from error
+    metadata = directory / "magicid.json"
+    return int(json.loads(metadata.read_text()).get("global_step", 0)) if metadata.is_file() else 0
+
+
+def _weights_metadata(meta: dict, step: int) -> dict:
+    """`global_step`: every step the weights were trained for, those before `--init` included; `run_step`: this run's."""
+    steps_before = meta.get("steps_before", 0)
+    return {**{k: v for k, v in meta.items() if k != "steps_before"}, "global_step": steps_before + step,
+            **({"run_step": step} if steps_before else {})}  # fmt: skip
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
@@ -559,8 +569,7 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
     set_seed(config.seed + accelerator.process_index)
     id_dim, embedder_name = dataset_embedding_dim(data_dir)
     frozen, model = load_models(config, id_dim)
-    if init is not None:
-        load_trained_weights(model, init)
+    steps_before = load_trained_weights(model, init) if init is not None else 0
     weight_dtype = weight_dtype_of(accelerator)
     if config.gradient_checkpointing:
         model.controlnet.enable_gradient_checkpointing()
@@ -573,7 +582,7 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
     for part in (frozen.vae, frozen.unet, frozen.text_encoder, frozen.image_encoder):
         part.to(accelerator.device, **({"dtype": weight_dtype} if part.dtype != weight_dtype else {}))
     meta = {"id_embeddings_dim": id_dim, "face_embedder": embedder_name, "num_tokens": config.num_id_tokens,
-            "resolution": config.resolution}  # fmt: skip
+            "resolution": config.resolution, "steps_before": steps_before}  # fmt: skip
     run = _Run(accelerator, model, frozen, config, data_dir, out_dir,
                max_steps if max_steps is not None else config.total_steps, meta,
                rebuild=lambda: load_models(config, id_dim)[1])  # fmt: skip
@@ -671,7 +680,7 @@ def _export_and_validate(run: _Run, step: int, checkpoint: Path | None, validate
     accelerator, config = run.accelerator, run.config
     trained = exportable_model(accelerator, run.model, run.rebuild)
     if accelerator.is_main_process and checkpoint:
-        export_weights(checkpoint / "magicid", trained, config, {**run.meta, "global_step": step})
+        export_weights(checkpoint / "magicid", trained, config, _weights_metadata(run.meta, step))
     if accelerator.is_main_process and validate:
         stage = config.stage_at(step - 1)
         log_validation(trained, run.frozen, config, run.data_dir, run.out_dir / "validation", step, stage.condition)
@@ -684,7 +693,7 @@ def _finish(run: _Run, step: int, losses: list[dict]) -> TrainResult:
     trained = exportable_model(accelerator, run.model, run.rebuild)
     final_dir = run.out_dir / "final"
     if accelerator.is_main_process:
-        export_weights(final_dir, trained, run.config, {**run.meta, "global_step": step})
+        export_weights(final_dir, trained, run.config, _weights_metadata(run.meta, step))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(global_step=step, losses=losses, final_dir=final_dir, eval_losses=dict(run.eval_losses))
