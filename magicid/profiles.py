@@ -61,7 +61,7 @@ TINY_CLI_ADVICE = (
 )
 MINI_NOTICE = (
     "mini profile: MagicID-mini, a miniature of the method trained on about 5,600 CelebA face photos at 128 px "
-    "(non-commercial research data, 900 MMF steps); it makes small, rough face pictures that follow the pose and the "
+    "(non-commercial research data, 3,300 MMF steps); it makes small, rough face pictures that follow the pose and the "
     "identity only weakly, not photographs. For photographs use the hub profile, or MagicID weights on an SD1.5 "
     "model, on a GPU."
 )

@@ -126,6 +126,7 @@ def test_mmf_stage_trains_on_the_base_and_loads_as_the_mini_profile(prepared, tm
     assert json.loads((shipped / "checksums.json").read_text()) == sums and "mini/magicid.json" in sums
     controlnet = load_file(shipped / "controlnet" / "diffusion_pytorch_model.safetensors")
     assert {tensor.dtype for tensor in controlnet.values()} == {torch.float16}
+    assert str(tmp_path) not in "".join(path.read_text() for path in shipped.rglob("*.json"))  # no build paths
     engine = MagicID.from_profile(ProfileConfig(name="mini", magicid_weights=str(shipped)))
     assert engine.pipeline.native_side == 128 and "MagicID-mini" in engine.banner()
     identity = engine.encode_identity([testdata / "portraits" / "barack_obama" / "1.jpg"])

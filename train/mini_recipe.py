@@ -45,6 +45,8 @@ def ship(mmf_final: Path, base_unet: Path, assets: Path) -> dict[str, str]:
     controlnet = ControlNetModel.from_pretrained(mmf_final / "controlnet")
     install_id_attention(controlnet, num_tokens=resampler.num_tokens)
     load_id_attention_state_dict(controlnet, load_file(mmf_final / "id_attention.safetensors"))
+    for folder, model in (("controlnet", controlnet), ("resampler", resampler)):
+        model.register_to_config(_name_or_path=f"mini/{folder}")  # not the path of the machine that trained it
     metadata = json.loads((mmf_final / "magicid.json").read_text())
     destination = assets / "mini"
     card = (destination / "README.md").read_text() if (destination / "README.md").is_file() else None
