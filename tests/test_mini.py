@@ -4,6 +4,7 @@ UNet steps that checkpoint, sample, export and resume. (The real run is `python 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -110,7 +111,7 @@ def test_mmf_stage_trains_on_the_base_and_loads_as_the_mini_profile(prepared, tm
     from magicid.engine import MagicID
     from magicid.mini import BASE_UNET_DIR
     from train.configs import Stage, load_config
-    from train.mini_recipe import ship
+    from train.mini_recipe import main as recipe_main
     from train.train_mmf import train as train_mmf
 
     _, _, _, data = prepared
@@ -121,7 +122,14 @@ def test_mmf_stage_trains_on_the_base_and_loads_as_the_mini_profile(prepared, tm
     result = train_mmf(config, data / "idzoom" / "train", tmp_path / "run")
     metadata = json.loads((result.final_dir / "magicid.json").read_text())
     assert metadata["base_model"] == "mini" and metadata["face_embedder"] == "dlib"
-    sums = ship(result.final_dir, BASE_UNET_DIR, tmp_path / "assets")  # the shipped base stays where it is
+    assets = tmp_path / "assets"
+    shutil.copytree(BASE_UNET_DIR, assets / "mini-base" / "unet")
+    argv = ["--work", str(tmp_path / "no-base"), "--stages", "ship", "--ship-from", str(result.final_dir),
+            "--ship", str(assets)]  # fmt: skip
+    assert recipe_main(argv) == 0  # without WORK/base, the base UNet already in --ship stays
+    sums = json.loads((assets / "mini" / "checksums.json").read_text())
+    assert sums["mini-base/unet/diffusion_pytorch_model.safetensors"] == hashlib.sha256(
+        (BASE_UNET_DIR / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
     shipped = tmp_path / "assets" / "mini"
     assert json.loads((shipped / "checksums.json").read_text()) == sums and "mini/magicid.json" in sums
     controlnet = load_file(shipped / "controlnet" / "diffusion_pytorch_model.safetensors")

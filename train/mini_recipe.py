@@ -1,14 +1,15 @@
 """MagicID-mini in one command: data, base UNet, MMF, then the shipped weights. Every stage resumes.
 
     python -m train.mini_recipe --photos Celeb/ --identities identity_CelebA.txt --work DIR [--ship assets]
-                                [--base-steps N] [--mmf-steps N] [--stages data,base,mmf,ship]
+                                [--base-steps N] [--mmf-steps N] [--stages data,base,mmf,ship] [--ship-from W]
 
 1. `data`: `train.mini_data` (128 px face crops, identity split, TAEF2 latents, IDZoom records).
 2. `base`: `train.mini_base` (the latent UNet from scratch), into WORK/base; its EMA export is what MMF trains on.
 3. `mmf`: `train.train_mmf --config mini` (the three stages, Clone Face Tuning and L_cfa, ID dropout) on WORK/base,
    into WORK/mmf.
 4. `ship`: the base UNet and the MMF weights, in fp16, into `--ship`/mini-base/unet and `--ship`/mini (the `mini`
-   profile's folders), with their SHA-256 in `--ship`/mini/checksums.json.
+   profile's folders), with their SHA-256 in `--ship`/mini/checksums.json. `--ship-from` ships other MMF weights
+   (a continued run's `final/` or a checkpoint's `magicid/`); without WORK/base the shipped base UNet stays.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ def run(args: argparse.Namespace) -> dict:
                            resume=True)  # fmt: skip
         done["mmf"] = {"global_step": result.global_step, "final": str(result.final_dir)}
     if "ship" in stages:
-        done["ship"] = ship(work / "mmf" / "final", work / "base" / "unet", args.ship)
+        base_unet = work / "base" / "unet"
+        base_unet = base_unet if base_unet.is_dir() else args.ship / "mini-base" / "unet"
+        done["ship"] = ship(args.ship_from or work / "mmf" / "final", base_unet, args.ship)
     return done
 
 
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-steps", type=int, default=BaseConfig.steps)
     parser.add_argument("--mmf-steps", type=int, default=None, help="default: the mini config's 1,600")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {', '.join(STAGES)}")
+    parser.add_argument("--ship-from", type=Path, default=None, help="MMF weights to ship (default: WORK/mmf/final)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if "data" in args.stages and (args.photos is None or args.identities is None):
