@@ -20,6 +20,7 @@ import random
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from train.configs import MMFConfig, load_config
 from train.dataset import person_of, training_example
 from train.idzoom import IDZoomRecord, iter_records, shard_paths
 from train.train_mmf import (
+    FrozenModels,
     dataset_embedding_dim,
     id_losses,
     load_models,
@@ -55,24 +57,35 @@ def pair_batches(records: list[IDZoomRecord], batch_size: int, batches: int, see
 
 
 def measure(config: MMFConfig, weights: Path, data_dir: Path, batches: int, work_dir: Path) -> dict:
-    """Mean and per-batch `id_losses` over `pair_batches` of `data_dir`."""
+    """Mean and per-batch `id_losses` of `weights` over `pair_batches` of `data_dir`."""
+    return next(measure_each(config, [weights], data_dir, batches, work_dir))
+
+
+def measure_each(config: MMFConfig, weight_dirs: list[Path], data_dir: Path, batches: int,
+                 work_dir: Path) -> Iterator[dict]:  # fmt: skip
+    """`measure` for each weights folder in turn, on the same batches; the frozen models and batches are built once."""
     accelerator = make_accelerator(config, work_dir)
     frozen, model = load_models(config, dataset_embedding_dim(data_dir)[0])
-    load_trained_weights(model, weights)
     weight_dtype = weight_dtype_of(accelerator)
     model = model.to(accelerator.device).eval()
     for part in (frozen.vae, frozen.unet, frozen.text_encoder, frozen.image_encoder):
         part.to(accelerator.device, weight_dtype)
     records = list(iter_records(shard_paths(data_dir)))
-    per_batch = []
-    for chosen in tqdm(pair_batches(records, config.train_batch_size, batches, config.seed), desc="id gap",
-                       unit="batch"):  # fmt: skip
-        examples = [training_example(record, config.resolution, frozen.tokenizer, frozen.feature_extractor, False)
-                    for record in chosen]  # fmt: skip
-        batch = {**default_collate(examples), "person": [person_of(record.source) for record in chosen]}
-        with accelerator.autocast():
-            per_batch.append(id_losses(model, frozen, batch, config, accelerator, weight_dtype))
-    return summarise(per_batch)
+    chosen_batches = [_collate(chosen, config, frozen) for chosen in
+                      pair_batches(records, config.train_batch_size, batches, config.seed)]  # fmt: skip
+    for weights in weight_dirs:
+        load_trained_weights(model, weights)
+        per_batch = []
+        for batch in tqdm(chosen_batches, desc=f"id gap {Path(weights).name}", unit="batch"):
+            with accelerator.autocast():
+                per_batch.append(id_losses(model, frozen, batch, config, accelerator, weight_dtype))
+        yield summarise(per_batch)
+
+
+def _collate(chosen: list[IDZoomRecord], config: MMFConfig, frozen: FrozenModels) -> dict:
+    examples = [training_example(record, config.resolution, frozen.tokenizer, frozen.feature_extractor, False)
+                for record in chosen]  # fmt: skip
+    return {**default_collate(examples), "person": [person_of(record.source) for record in chosen]}
 
 
 def summarise(per_batch: list[dict[str, float]]) -> dict:
@@ -99,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"train_batch_size": args.batch_size} if args.batch_size else {}
     try:
         config = load_config(args.config, **overrides)
-        for weights in args.weights:
-            result = measure(config, weights, args.data, args.batches, args.work)
+        results = measure_each(config, args.weights, args.data, args.batches, args.work)
+        for weights, result in zip(args.weights, results):
             means = {key: value for key, value in result.items() if key != "per_batch"}
             print(json.dumps({"weights": str(weights), **means}), flush=True)
     except MagicIDError as error:

@@ -463,13 +463,6 @@ def load_trained_weights(model: MMFModel, directory: Path) -> int:
     return int(json.loads(metadata.read_text()).get("global_step", 0)) if metadata.is_file() else 0
 
 
-def _weights_metadata(meta: dict, step: int) -> dict:
-    """`global_step`: every step the weights were trained for, those before `--init` included; `run_step`: this run's."""
-    steps_before = meta.get("steps_before", 0)
-    return {**{k: v for k, v in meta.items() if k != "steps_before"}, "global_step": steps_before + step,
-            **({"run_step": step} if steps_before else {})}  # fmt: skip
-
-
 def latest_checkpoint(out_dir: Path) -> Path | None:
     checkpoints = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=_checkpoint_step)
     return checkpoints[-1] if checkpoints else None
@@ -545,6 +538,11 @@ class _Run:
     stream: StreamState | None = None
     eval_batch: dict | None = None
     eval_losses: dict[int, float] = field(default_factory=dict)
+    steps_before: int = 0  # what the `--init` weights were trained for
+
+    def weights_metadata(self, step: int) -> dict:
+        """`global_step` counts every step the weights were trained for, `run_step` this run's (after `--init`)."""
+        return {**self.meta, "global_step": self.steps_before + step, **({"run_step": step} if self.steps_before else {})}
 
     def evaluate(self, step: int) -> None:
         """Record `fixed_batch_loss` at `step`, and `id_losses` (every process computes it; the main process logs it)."""
@@ -582,10 +580,10 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
     for part in (frozen.vae, frozen.unet, frozen.text_encoder, frozen.image_encoder):
         part.to(accelerator.device, **({"dtype": weight_dtype} if part.dtype != weight_dtype else {}))
     meta = {"id_embeddings_dim": id_dim, "face_embedder": embedder_name, "num_tokens": config.num_id_tokens,
-            "resolution": config.resolution, "steps_before": steps_before}  # fmt: skip
+            "resolution": config.resolution}  # fmt: skip
     run = _Run(accelerator, model, frozen, config, data_dir, out_dir,
                max_steps if max_steps is not None else config.total_steps, meta,
-               rebuild=lambda: load_models(config, id_dim)[1])  # fmt: skip
+               rebuild=lambda: load_models(config, id_dim)[1], steps_before=steps_before)  # fmt: skip
     global_step, run.stream, batches = _start_stream(run, resume)
     if accelerator.is_main_process:
         (out_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -680,7 +678,7 @@ def _export_and_validate(run: _Run, step: int, checkpoint: Path | None, validate
     accelerator, config = run.accelerator, run.config
     trained = exportable_model(accelerator, run.model, run.rebuild)
     if accelerator.is_main_process and checkpoint:
-        export_weights(checkpoint / "magicid", trained, config, _weights_metadata(run.meta, step))
+        export_weights(checkpoint / "magicid", trained, config, run.weights_metadata(step))
     if accelerator.is_main_process and validate:
         stage = config.stage_at(step - 1)
         log_validation(trained, run.frozen, config, run.data_dir, run.out_dir / "validation", step, stage.condition)
@@ -693,7 +691,7 @@ def _finish(run: _Run, step: int, losses: list[dict]) -> TrainResult:
     trained = exportable_model(accelerator, run.model, run.rebuild)
     final_dir = run.out_dir / "final"
     if accelerator.is_main_process:
-        export_weights(final_dir, trained, run.config, _weights_metadata(run.meta, step))
+        export_weights(final_dir, trained, run.config, run.weights_metadata(step))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(global_step=step, losses=losses, final_dir=final_dir, eval_losses=dict(run.eval_losses))
