@@ -201,8 +201,8 @@ def _results(engine, suite: Suite, judge: FaceEmbedder, done: dict, steps, image
         rows[row.name] = {"overrides": row.overrides, "cases": len(entries),
                           **aggregate(scores, [entry["seconds"] for entry in entries], judge),
                           "face_fid": fid_rows.get(row.name)}  # fmt: skip
-    if suite.kind == "restore":
-        _add_restore_columns(rows, suite, done)
+    if any(row.diir_baseline for row in suite.rows):
+        _add_diir_columns(rows, suite, done)
     return {
         "suite": suite.name, "kind": suite.kind, "profile": engine.profile.name, "judge": judge.name,
         "settings": {**dataclasses.asdict(GenerationConfig()), **({"steps": steps} if steps else {})},
@@ -211,16 +211,28 @@ def _results(engine, suite: Suite, judge: FaceEmbedder, done: dict, steps, image
     }  # fmt: skip
 
 
-def _add_restore_columns(rows: dict, suite: Suite, done: dict) -> None:
-    """The DIIR row's share of faces whose judge similarity rose over the input's, and the largest change of a
-    pixel outside the paste masks (0 means DIIR kept its promise)."""
-    for name, row in rows.items():
-        pairs = [(done[(case.case_id, "input")], done[(case.case_id, name)]) for case in suite.cases
-                 if (case.case_id, "input") in done and (case.case_id, name) in done]  # fmt: skip
-        changes = [after["changed_outside_masks"] for _, after in pairs if after.get("changed_outside_masks") is not None]
-        rises = [after["scores"][0]["face_sim"] > before["scores"][0]["face_sim"] for before, after in pairs]
-        row["similarity_rises"] = float(np.mean(rises)) if rises and name != "input" else None
-        row["changed_outside_masks"] = max(changes) if changes else None
+def _add_diir_columns(rows: dict, suite: Suite, done: dict) -> None:
+    """Per row that DIIR changes, the share of faces whose judge similarity rose over its `diir_baseline` row (faces
+    found at their box there; same case, same person), and, on real photos, the largest change of a pixel outside
+    the paste masks (0 means DIIR kept its promise)."""
+    for row in suite.rows:
+        rises = [after["face_sim"] > before["face_sim"] for before, after in _paired_scores(suite, done, row)]
+        changes = [done[(case.case_id, row.name)].get("changed_outside_masks") for case in suite.cases
+                   if (case.case_id, row.name) in done]  # fmt: skip
+        changes = [change for change in changes if change is not None]
+        rows[row.name]["similarity_rises"] = float(np.mean(rises)) if rises else None
+        rows[row.name]["changed_outside_masks"] = max(changes) if changes else None
+
+
+def _paired_scores(suite: Suite, done: dict, row) -> list[tuple[dict, dict]]:
+    if row.diir_baseline is None:
+        return []
+    pairs = []
+    for case in suite.cases:
+        before, after = done.get((case.case_id, row.diir_baseline)), done.get((case.case_id, row.name))
+        if before and after:
+            pairs += [(b, a) for b, a in zip(before["scores"], after["scores"]) if b["status"] == "ok"]
+    return pairs
 
 
 def _face_fids(suite: Suite, done: dict, images_dir: Path | None) -> tuple[dict[str, float], str | None]:
@@ -281,10 +293,12 @@ def table_markdown(results: dict) -> str:
     for name, row in results["rows"].items():
         cells = [_cell(row[key]) for key, _ in TABLE_COLUMNS]
         lines.append(f"| {name} | {row['cases']} | " + " | ".join(cells) + " |")
-    if results["kind"] == "restore":
-        lines += ["", "| row | judge similarity rises | largest change outside the masks (grey levels) |", "|---|---|---|"]
+    diir_rows = {name: row for name, row in results["rows"].items() if row.get("similarity_rises") is not None}
+    if diir_rows:
+        lines += ["", "| row | judge similarity rises (vs the same picture before DIIR) | largest change outside the "
+                  "masks (grey levels) |", "|---|---|---|"]  # fmt: skip
         lines += [f"| {name} | {_cell(row['similarity_rises'])} | {_cell(row['changed_outside_masks'])} |"
-                  for name, row in results["rows"].items()]  # fmt: skip
+                  for name, row in diir_rows.items()]  # fmt: skip
     lines += ["", f"FaceSim, own > shuffled, nearest is own: cosine of the `{results['judge']}` judge, a face counts "
               "only at its box (IoU > 0.5; missing = 0). Pose error: eyes and nose vs the skeleton, / face size.", ""]
     lines += [f"- {metric}: {why}" for metric, why in results["not_measured"].items()]

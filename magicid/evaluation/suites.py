@@ -43,6 +43,7 @@ class Row:
     name: str
     overrides: dict = field(default_factory=dict)
     weights: str | None = None  # another trained folder of the same profile (e.g. trained without L_cfa)
+    diir_baseline: str | None = None  # the row this one differs from only by DIIR: the faces whose similarity rose
 
 
 @dataclass
@@ -63,14 +64,18 @@ class Suite:
 
 
 def rows_for(kind: str) -> list[Row]:
-    """The ablations of each suite (the paper's Tables 1-3), plus `ID off`, which shows what the ID path adds."""
+    """The ablations of each suite (the paper's Tables 1-4), plus `ID off`, which shows what the ID path adds.
+    Rows with a `diir_baseline` are paired with it: same seed, same picture before DIIR."""
     if kind == "single":
         return [Row("MagicID"), Row("ID off", {"id_scale": 0.0})]
-    if kind == "group":
-        return [Row("MagicID"), Row("MGMICA off", {"masked_id_attention": False}), Row("ID off", {"id_scale": 0.0})]
+    if kind == "group":  # small faces: DIIR runs in the MagicID row, as it does for a user
+        return [Row("MagicID", diir_baseline="DIIR off"), Row("DIIR off", {"restore_small_faces": False}),
+                Row("MGMICA off", {"masked_id_attention": False}), Row("ID off", {"id_scale": 0.0})]  # fmt: skip
     if kind == "restore":  # Table 4: the shrunk photo as it is, and restored by DIIR with the person's other photo
-        return [Row("input"), Row("DIIR", {"restore": True}), Row("DIIR, ID off", {"restore": True, "id_scale": 0.0})]
-    return [Row("MagicID + DIIR", {"restore_small_faces": True}), Row("DIIR off", {"restore_small_faces": False})]
+        return [Row("input"), Row("DIIR", {"restore": True}, diir_baseline="input"),
+                Row("DIIR, ID off", {"restore": True, "id_scale": 0.0}, diir_baseline="input")]  # fmt: skip
+    return [Row("MagicID + DIIR", {"restore_small_faces": True}, diir_baseline="DIIR off"),
+            Row("DIIR off", {"restore_small_faces": False})]  # fmt: skip
 
 
 def people_in(folder: Path) -> list[PersonPhotos]:
