@@ -119,7 +119,7 @@ def test_suites_are_built_from_one_folder_per_person(testdata, tmp_path):
     assert [row.name for row in single.rows] == ["MagicID", "ID off"]
     group = build_suite("group", testdata / "portraits", limit=3)
     assert [len(case.people) for case in group.cases] == [2, 3, 2]
-    assert {row.name for row in group.rows} == {"MagicID", "DIIR off", "MGMICA off", "ID off"}
+    assert {row.name for row in group.rows} == {"MagicID", "DIIR off", "DIIR on every face", "MGMICA off", "ID off"}
     assert Suite.from_json(group.to_json()) == group
     with pytest.raises(Exception, match="sub-folder"):
         build_suite("single", tmp_path)
@@ -141,16 +141,16 @@ def test_smoke_run_writes_a_table_with_every_row_and_column(testdata, tmp_path):
     out = tmp_path / "eval"
     command, results = smoke_run("group", testdata, out)
     assert results["profile"] == "tiny" and results["judge"] == "dlib"
-    assert set(results["rows"]) == {"MagicID", "DIIR off", "MGMICA off", "ID off"}
+    assert set(results["rows"]) == {"MagicID", "DIIR off", "DIIR on every face", "MGMICA off", "ID off"}
     for row in results["rows"].values():
         assert row["cases"] == 1 and {key for key, _ in TABLE_COLUMNS} <= set(row)
-    assert len(results["cases"]) == 4 and all(len(case["scores"]) == 2 for case in results["cases"])
+    assert len(results["cases"]) == 5 and all(len(case["scores"]) == 2 for case in results["cases"])
     assert all(row["face_fid"] > 0 for row in results["rows"].values()) and "face FID" not in results["not_measured"]
     table = (out / "table.md").read_text()
     assert all(f"| {name} |" in table for name in results["rows"]) and all(t in table for _, t in TABLE_COLUMNS)
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0
-    assert len((out / "cases.jsonl").read_text().splitlines()) == 4  # resumed: nothing generated again
+    assert len((out / "cases.jsonl").read_text().splitlines()) == 5  # resumed: nothing generated again
 
 
 def test_diir_rises_count_faces_found_before_diir_against_the_same_picture():
@@ -161,11 +161,12 @@ def test_diir_rises_count_faces_found_before_diir_against_the_same_picture():
         return {"scores": [{"status": status, "face_sim": sim} for status, sim in scores]}
 
     done = {("a", "DIIR off"): entry(("ok", 0.2), ("missing", 0.0)), ("a", "MagicID"): entry(("ok", 0.3), ("ok", 0.4)),
-            ("b", "DIIR off"): entry(("ok", 0.5), ("ok", 0.1)), ("b", "MagicID"): entry(("ok", 0.4), ("ok", 0.2)),
-            ("a", "ID off"): entry(("ok", 0.9), ("ok", 0.9))}  # fmt: skip
+            ("b", "DIIR off"): entry(("ok", 0.5), ("ok", 0.1)), ("b", "MagicID"): entry(("missing", 0.0), ("ok", 0.2)),
+            ("a", "DIIR on every face"): entry(("ok", 0.2), ("ok", 0.9)), ("a", "ID off"): entry(("ok", 0.9), ("ok", 0.9))}  # fmt: skip
     rows = {row.name: {} for row in suite.rows}
     _add_diir_columns(rows, suite, done)
-    assert rows["MagicID"]["similarity_rises"] == 2 / 3  # a's second face was not found before DIIR: not counted
+    assert rows["MagicID"]["similarity_rises"] == 2 / 3  # a's second face was not found before DIIR; b's first was lost
+    assert rows["DIIR on every face"]["similarity_rises"] is None  # its one face found before is unchanged
     assert rows["ID off"]["similarity_rises"] is None and rows["DIIR off"]["similarity_rises"] is None
 
 

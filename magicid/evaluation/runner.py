@@ -212,11 +212,11 @@ def _results(engine, suite: Suite, judge: FaceEmbedder, done: dict, steps, image
 
 
 def _add_diir_columns(rows: dict, suite: Suite, done: dict) -> None:
-    """Per row that DIIR changes, the share of faces whose judge similarity rose over its `diir_baseline` row (faces
-    found at their box there; same case, same person), and, on real photos, the largest change of a pixel outside
-    the paste masks (0 means DIIR kept its promise)."""
+    """Per row paired with a `diir_baseline` row (same case, same picture before DIIR), the share of restored faces
+    (found at their box before, changed after) whose judge similarity rose, and, on real photos, the largest change
+    of a pixel outside the paste masks (0 means DIIR kept its promise)."""
     for row in suite.rows:
-        rises = [after["face_sim"] > before["face_sim"] for before, after in _paired_scores(suite, done, row)]
+        rises = [after["face_sim"] > before["face_sim"] for before, after in _restored_faces(suite, done, row)]
         changes = [done[(case.case_id, row.name)].get("changed_outside_masks") for case in suite.cases
                    if (case.case_id, row.name) in done]  # fmt: skip
         changes = [change for change in changes if change is not None]
@@ -224,14 +224,17 @@ def _add_diir_columns(rows: dict, suite: Suite, done: dict) -> None:
         rows[row.name]["changed_outside_masks"] = max(changes) if changes else None
 
 
-def _paired_scores(suite: Suite, done: dict, row) -> list[tuple[dict, dict]]:
+def _restored_faces(suite: Suite, done: dict, row) -> list[tuple[dict, dict]]:
+    """(before, after) scores of the faces DIIR changed in `row`: found at their box in the baseline row, and with
+    another judge similarity in this one (a face DIIR lost counts, at 0)."""
     if row.diir_baseline is None:
         return []
     pairs = []
     for case in suite.cases:
         before, after = done.get((case.case_id, row.diir_baseline)), done.get((case.case_id, row.name))
         if before and after:
-            pairs += [(b, a) for b, a in zip(before["scores"], after["scores"]) if b["status"] == "ok"]
+            pairs += [(b, a) for b, a in zip(before["scores"], after["scores"])
+                      if b["status"] == "ok" and a["face_sim"] != b["face_sim"]]  # fmt: skip
     return pairs
 
 

@@ -15,6 +15,7 @@ from magicid.errors import MagicIDError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 KINDS = ("single", "group", "fullbody", "restore")
 RESTORE_FACE_PX = 64  # the restore suite shrinks each photo until its face is this wide (DIIR: below 100 px)
+EVERY_FACE_PX = 1024  # a DIIR threshold above every face of a suite's layouts (at most 1024 px wide)
 
 
 @dataclass
@@ -68,8 +69,11 @@ def rows_for(kind: str) -> list[Row]:
     Rows with a `diir_baseline` are paired with it: same seed, same picture before DIIR."""
     if kind == "single":
         return [Row("MagicID"), Row("ID off", {"id_scale": 0.0})]
-    if kind == "group":  # small faces: DIIR runs in the MagicID row, as it does for a user
+    if kind == "group":  # MagicID restores the faces below the threshold, as it does for a user; MagicID-mini's
+        # threshold shrinks with its 128 px canvas, so "DIIR on every face" shows what DIIR does to its group faces
+        every_face = {"restore_small_faces": True, "restore_threshold_px": EVERY_FACE_PX}
         return [Row("MagicID", diir_baseline="DIIR off"), Row("DIIR off", {"restore_small_faces": False}),
+                Row("DIIR on every face", every_face, diir_baseline="DIIR off"),
                 Row("MGMICA off", {"masked_id_attention": False}), Row("ID off", {"id_scale": 0.0})]  # fmt: skip
     if kind == "restore":  # Table 4: the shrunk photo as it is, and restored by DIIR with the person's other photo
         return [Row("input"), Row("DIIR", {"restore": True}, diir_baseline="input"),
