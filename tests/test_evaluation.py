@@ -224,6 +224,21 @@ def test_ablation_rows_name_trained_folders_and_refuse_anything_else(tmp_path):
             ablation_rows(specs, profile)
 
 
+def test_cfg_rows_change_only_the_guidance_and_refuse_bad_scales():
+    from magicid.commands.evaluate import guidance_rows
+    from magicid.config import PAPER_GUIDANCE, GenerationConfig
+    from magicid.errors import InvalidSettingError
+
+    rows = guidance_rows([1.0, 2.5, 2.5], "single")
+    assert [row.name for row in rows] == ["CFG 1", "CFG 2.5"]
+    assert GenerationConfig(**rows[1].overrides).guidance_scale == 2.5 != PAPER_GUIDANCE
+    assert guidance_rows([], "restore") == []
+    for scales, suite, message in (([2.0], "restore", "restore suite"), ([float("nan")], "single", "from 0"),
+                                   ([-1.0], "group", "from 0"), ([1e9], "single", "from 0")):  # fmt: skip
+        with pytest.raises(InvalidSettingError, match=message):
+            guidance_rows(scales, suite)
+
+
 def validate_results(results: dict) -> None:
     import jsonschema
 

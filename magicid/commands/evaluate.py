@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablation", action="append", default=[], metavar="NAME=FOLDER",
                         help="an extra row generated with other trained weights of the profile, e.g. "
                              "'L_cfa off=runs/mmf-no-cfa/final' (repeatable)")  # fmt: skip
+    parser.add_argument("--cfg-row", action="append", type=float, default=[], metavar="SCALE",
+                        help="an extra row generated at this classifier-free guidance scale instead of the paper's 5, "
+                             "e.g. 2.5 (repeatable; not for the restore suite)")  # fmt: skip
     parser.add_argument("--face-px", type=int, default=RESTORE_FACE_PX,
                         help="restore suite: the width each photo's face is shrunk to (DIIR restores faces under 100 px)")  # fmt: skip
     add_profile_arguments(parser)
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from magicid.config import default_profile_name
 
     suite.rows += ablation_rows(args.ablation, args.profile or default_profile_name())
+    suite.rows += guidance_rows(args.cfg_row, args.suite)
     names = [row.name for row in suite.rows]
     if len(set(names)) < len(names):
         raise InvalidSettingError(f"--ablation: every row needs its own name (the suite's rows are {', '.join(names)})")
@@ -75,3 +79,18 @@ def ablation_rows(specs: list[str], profile: str) -> list:
             raise InvalidSettingError(f"--ablation {name.strip()}: {Path(folder).name} is not a folder written by train/ (no magicid.json)")
         rows.append(Row(name.strip(), weights=str(Path(folder.strip()).resolve())))
     return rows
+
+
+def guidance_rows(scales: list[float], suite: str) -> list:
+    """`--cfg-row SCALE` -> a table row generated at that guidance scale (the other rows keep the paper's)."""
+    from magicid.config import Limits
+    from magicid.errors import InvalidSettingError
+    from magicid.evaluation.suites import Row
+
+    if scales and suite == "restore":
+        raise InvalidSettingError("--cfg-row: the restore suite runs DIIR at its own guidance; use it with single, group or fullbody")
+    limit = Limits().max_guidance
+    for scale in scales:
+        if not 0 <= scale <= limit:  # also refuses nan
+            raise InvalidSettingError(f"--cfg-row {scale}: use a guidance scale from 0 to {limit:g}")
+    return [Row(f"CFG {scale:g}", {"guidance_scale": scale}) for scale in dict.fromkeys(scales)]
