@@ -38,6 +38,7 @@ from train.train_mmf import (
     load_models,
     load_trained_weights,
     make_accelerator,
+    move_frozen,
     weight_dtype_of,
 )
 
@@ -68,8 +69,7 @@ def measure_each(config: MMFConfig, weight_dirs: list[Path], data_dir: Path, bat
     frozen, model = load_models(config, dataset_embedding_dim(data_dir)[0])
     weight_dtype = weight_dtype_of(accelerator)
     model = model.to(accelerator.device).eval()
-    for part in (frozen.vae, frozen.unet, frozen.text_encoder, frozen.image_encoder):
-        part.to(accelerator.device, weight_dtype)
+    move_frozen(frozen, accelerator.device, weight_dtype)
     records = list(iter_records(shard_paths(data_dir)))
     chosen_batches = [_collate(chosen, config, frozen) for chosen in
                       pair_batches(records, config.train_batch_size, batches, config.seed)]  # fmt: skip

@@ -354,6 +354,12 @@ def make_accelerator(config: MMFConfig, out_dir: Path) -> Accelerator:
     )
 
 
+def move_frozen(frozen, device, dtype: torch.dtype) -> None:
+    """The frozen models onto `device` in `dtype` (no dtype argument when it is theirs: diffusers warns on no-op casts)."""
+    for part in (frozen.vae, frozen.unet, frozen.text_encoder, frozen.image_encoder):
+        part.to(device, **({"dtype": dtype} if part.dtype != dtype else {}))
+
+
 def weight_dtype_of(accelerator: Accelerator) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
@@ -577,8 +583,7 @@ def train(config: MMFConfig, data_dir: str | Path, out_dir: str | Path, max_step
         betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon, weight_decay=config.weight_decay,
     )  # fmt: skip
     model, optimizer = accelerator.prepare(model, optimizer)
-    for part in (frozen.vae, frozen.unet, frozen.text_encoder, frozen.image_encoder):
-        part.to(accelerator.device, **({"dtype": weight_dtype} if part.dtype != weight_dtype else {}))
+    move_frozen(frozen, accelerator.device, weight_dtype)
     meta = {"id_embeddings_dim": id_dim, "face_embedder": embedder_name, "num_tokens": config.num_id_tokens,
             "resolution": config.resolution}  # fmt: skip
     run = _Run(accelerator, model, frozen, config, data_dir, out_dir,
