@@ -224,19 +224,32 @@ def test_ablation_rows_name_trained_folders_and_refuse_anything_else(tmp_path):
             ablation_rows(specs, profile)
 
 
-def test_cfg_rows_change_only_the_guidance_and_refuse_bad_scales():
-    from magicid.commands.evaluate import guidance_rows
-    from magicid.config import PAPER_GUIDANCE, GenerationConfig
+@pytest.mark.parametrize("flag, setting, default", [("cfg-row", "guidance_scale", 5.0), ("id-row", "id_scale", 1.0),
+                                                   ("control-row", "controlnet_scale", 1.0)])  # fmt: skip
+def test_setting_rows_change_only_their_setting_and_refuse_bad_values(flag, setting, default):
+    from magicid.commands.evaluate import SWEEPS, setting_rows
+    from magicid.config import GenerationConfig
     from magicid.errors import InvalidSettingError
 
-    rows = guidance_rows([1.0, 2.5, 2.5], "single")
-    assert [row.name for row in rows] == ["CFG 1", "CFG 2.5"]
-    assert GenerationConfig(**rows[1].overrides).guidance_scale == 2.5 != PAPER_GUIDANCE
-    assert guidance_rows([], "restore") == []
-    for scales, suite, message in (([2.0], "restore", "restore suite"), ([float("nan")], "single", "from 0"),
+    sweep = next(sweep for sweep in SWEEPS if sweep.flag == flag)
+    rows = setting_rows(sweep, [0.5, 2.5, 2.5], "single")
+    assert [row.name for row in rows] == [f"{sweep.label} 0.5", f"{sweep.label} 2.5"]
+    changed, paper = GenerationConfig(**rows[1].overrides), GenerationConfig()
+    assert getattr(changed, setting) == 2.5 != getattr(paper, setting) == default
+    assert {key for key in vars(changed) if getattr(changed, key) != getattr(paper, key)} == {setting}
+    assert setting_rows(sweep, [], "restore") == []
+    for values, suite, message in (([2.0], "restore", "restore suite"), ([float("nan")], "single", "from 0"),
                                    ([-1.0], "group", "from 0"), ([1e9], "single", "from 0")):  # fmt: skip
         with pytest.raises(InvalidSettingError, match=message):
-            guidance_rows(scales, suite)
+            setting_rows(sweep, values, suite)
+
+
+def test_evaluate_cli_takes_a_row_per_setting_value():
+    from magicid.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "--suite", "single", "--identities", "x", "--out", "y",
+                                      "--id-row", "0.5", "--id-row", "0.75", "--control-row", "1.5"])  # fmt: skip
+    assert args.id_row == [0.5, 0.75] and args.control_row == [1.5] and args.cfg_row == []
 
 
 def validate_results(results: dict) -> None:

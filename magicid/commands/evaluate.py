@@ -4,10 +4,34 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from magicid.commands.shared import add_profile_arguments, engine_from_args
+from magicid.config import GenerationConfig
 
+
+@dataclass(frozen=True)
+class Sweep:
+    """A generation setting that `evaluate` can add rows for, one row per value."""
+
+    flag: str
+    setting: str  # the GenerationConfig field
+    label: str  # the row's name is the label and the value
+    what: str
+    example: float
+    limit: str  # the Limits field that bounds it
+
+    @property
+    def default(self) -> float:
+        return getattr(GenerationConfig(), self.setting)
+
+
+SWEEPS = (
+    Sweep("cfg-row", "guidance_scale", "CFG", "classifier-free guidance scale", 2.5, "max_guidance"),
+    Sweep("id-row", "id_scale", "ID", "ID strength (the scale of the F_id attention)", 0.5, "max_strength"),
+    Sweep("control-row", "controlnet_scale", "ControlNet", "ControlNet strength (pose and landmarks)", 1.5, "max_strength"),
+)
 
 HELP = "Run an evaluation suite (single, group, fullbody, restore) and write results.json and table.md."
 
@@ -32,9 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablation", action="append", default=[], metavar="NAME=FOLDER",
                         help="an extra row generated with other trained weights of the profile, e.g. "
                              "'L_cfa off=runs/mmf-no-cfa/final' (repeatable)")  # fmt: skip
-    parser.add_argument("--cfg-row", action="append", type=float, default=[], metavar="SCALE",
-                        help="an extra row generated at this classifier-free guidance scale instead of the paper's 5, "
-                             "e.g. 2.5 (repeatable; not for the restore suite)")  # fmt: skip
+    for sweep in SWEEPS:
+        parser.add_argument(f"--{sweep.flag}", action="append", type=float, default=[], metavar="SCALE",
+                            help=f"an extra row generated at this {sweep.what} instead of {sweep.default:g}, "
+                                 f"e.g. {sweep.example:g} (repeatable; not for the restore suite)")  # fmt: skip
     parser.add_argument("--face-px", type=int, default=RESTORE_FACE_PX,
                         help="restore suite: the width each photo's face is shrunk to (DIIR restores faces under 100 px)")  # fmt: skip
     add_profile_arguments(parser)
@@ -50,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from magicid.config import default_profile_name
 
     suite.rows += ablation_rows(args.ablation, args.profile or default_profile_name())
-    suite.rows += guidance_rows(args.cfg_row, args.suite)
+    for sweep in SWEEPS:
+        suite.rows += setting_rows(sweep, getattr(args, sweep.flag.replace("-", "_")), args.suite)
     names = [row.name for row in suite.rows]
     if len(set(names)) < len(names):
         raise InvalidSettingError(f"--ablation: every row needs its own name (the suite's rows are {', '.join(names)})")
@@ -81,16 +107,17 @@ def ablation_rows(specs: list[str], profile: str) -> list:
     return rows
 
 
-def guidance_rows(scales: list[float], suite: str) -> list:
-    """`--cfg-row SCALE` -> a table row generated at that guidance scale (the other rows keep the paper's)."""
+def setting_rows(sweep: Sweep, scales: list[float], suite: str) -> list:
+    """`--cfg-row 2.5` (or `--id-row`, `--control-row`) -> a table row generated with that one setting changed."""
     from magicid.config import Limits
     from magicid.errors import InvalidSettingError
     from magicid.evaluation.suites import Row
 
     if scales and suite == "restore":
-        raise InvalidSettingError("--cfg-row: the restore suite runs DIIR at its own guidance; use it with single, group or fullbody")
-    limit = Limits().max_guidance
+        raise InvalidSettingError(f"--{sweep.flag}: the restore suite runs DIIR with its own settings; "
+                                  "use it with single, group or fullbody")  # fmt: skip
+    limit = getattr(Limits(), sweep.limit)
     for scale in scales:
         if not 0 <= scale <= limit:  # also refuses nan
-            raise InvalidSettingError(f"--cfg-row {scale}: use a guidance scale from 0 to {limit:g}")
-    return [Row(f"CFG {scale:g}", {"guidance_scale": scale}) for scale in dict.fromkeys(scales)]
+            raise InvalidSettingError(f"--{sweep.flag} {scale}: use a {sweep.what} from 0 to {limit:g}")
+    return [Row(f"{sweep.label} {scale:g}", {sweep.setting: scale}) for scale in dict.fromkeys(scales)]
